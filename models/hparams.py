@@ -81,6 +81,7 @@ class Signature:
     schedules: tuple[str, ...] = ("constant",)
     batch_size: int = 64
     epochs: int = 10
+    dropout: bool = False  # whether any lane drops units (else no masks are drawn)
 
     def __post_init__(self) -> None:
         _check_choice("task", self.task, TASKS)
@@ -103,8 +104,8 @@ class LaneHparams(NamedTuple):
     """Traced per-trial hyperparameters, each an array of shape [P].
 
     Integer fields: depth, width (real sizes, <= the signature's), activation,
-    optimizer, init, schedule (indices into the signature's tuples), epochs,
-    seed and trial (the key is derived from (seed, trial, fold), never the slot).
+    optimizer, init, schedule (indices into the signature's tuples), epochs and
+    trial (a lane's keys derive from (sweep seed, trial, fold), never from its slot).
     """
 
     learning_rate: np.ndarray
@@ -130,13 +131,12 @@ class LaneHparams(NamedTuple):
     init: np.ndarray
     schedule: np.ndarray
     epochs: np.ndarray
-    seed: np.ndarray
     trial: np.ndarray
 
 
 INT_FIELDS = frozenset(
     {"depth", "width", "activation", "optimizer", "init", "schedule", "epochs",
-     "seed", "trial"}
+     "trial"}
 )
 
 
@@ -230,6 +230,7 @@ def signature_for(configs: list[TrialConfig], task: str, n_features: int, n_outp
         schedules=_ordered({c.schedule for c in configs}, SCHEDULES),
         batch_size=batches.pop(),
         epochs=max(c.epochs for c in configs),
+        dropout=any(c.numeric_value("dropout") > 0 for c in configs),
     )
 
 
@@ -248,7 +249,6 @@ def lane_hparams(configs: list[TrialConfig], sig: Signature) -> LaneHparams:
         cols["init"].append(sig.inits.index(c.init))
         cols["schedule"].append(sig.schedules.index(c.schedule))
         cols["epochs"].append(c.epochs)
-        cols["seed"].append(c.seed)
         cols["trial"].append(c.trial)
     return LaneHparams(**{
         name: np.asarray(v, np.int32 if name in INT_FIELDS else np.float32)

@@ -1,0 +1,214 @@
+"""The MLP of one lane: parameters, initialisation and the forward pass.
+
+Shapes are those of the program (``Signature``): ``depth`` hidden layers of ``width``
+units. A lane whose own width or depth is smaller uses a unit mask and passes through
+the extra layers; its padded weights start at zero, get zero gradient and so stay zero.
+
+Parameters (a pytree):
+    {"hidden": [ {"w": [d_in, W], "b": [W], "gamma"/"beta": [W] (norm), "alpha": [W] (prelu)}, ... ],
+     "out": {"w": [W or n_features, n_outputs], "b": [n_outputs]}}
+Batch-norm running statistics live apart, in ``norm_state = {"mean": [D, W], "var": [D, W]}``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from models.hparams import Signature
+
+PRELU_INIT = 0.25
+NORM_EPS = 1e-5
+BN_MOMENTUM = 0.9  # running = 0.9 * running + 0.1 * batch (PyTorch's convention)
+
+
+# --------------------------------------------------------------------------- masks
+def unit_mask(sig: Signature, width) -> jax.Array:
+    """float [W]: 1 for the lane's real hidden units."""
+    return (jnp.arange(sig.width) < width).astype(jnp.float32)
+
+
+def layer_active(k: int, depth) -> jax.Array:
+    """Whether hidden layer ``k`` exists for a lane of depth ``depth`` (traced)."""
+    return k < depth
+
+
+def weight_masks(sig: Signature, hp) -> dict:
+    """0/1 masks shaped like the weight matrices: real connections of this lane."""
+    units = unit_mask(sig, hp.width)
+    hidden = []
+    for k in range(sig.depth):
+        rows = jnp.ones(sig.n_features) if k == 0 else units
+        live = layer_active(k, hp.depth).astype(jnp.float32)
+        hidden.append(jnp.outer(rows, units) * live)
+    rows = units if sig.depth else jnp.ones(sig.n_features)
+    return {"hidden": hidden, "out": jnp.outer(rows, jnp.ones(sig.n_outputs))}
+
+
+def penalty(sig: Signature, params: dict, hp) -> jax.Array:
+    """l1 * sum|W| + 0.5 * l2 * sum W^2 over the lane's real weights (biases excluded)."""
+    masks = weight_masks(sig, hp)
+    weights = [layer["w"] for layer in params["hidden"]] + [params["out"]["w"]]
+    mask_list = masks["hidden"] + [masks["out"]]
+    # Multiplying by the mask (not just zero weights) keeps the L1 subgradient at 0 for
+    # padded weights: jax's d|w|/dw at w = 0 is 1.
+    l1 = sum(jnp.sum(jnp.abs(w * m)) for w, m in zip(weights, mask_list))
+    l2 = sum(jnp.sum(jnp.square(w * m)) for w, m in zip(weights, mask_list))
+    return hp.l1 * l1 + 0.5 * hp.l2 * l2
+
+
+# --------------------------------------------------------------------------- init
+def _init_std_and_bound(sig: Signature, hp, fan_in, fan_out):
+    """Per-scheme (normal std, uniform bound); the lane's scheme is selected by id."""
+    stds, uniform = [], []
+    for scheme in sig.inits:
+        if scheme == "gaussian":
+            stds.append(hp.init_scale); uniform.append(False)
+        elif scheme == "xavier_normal":
+            stds.append(jnp.sqrt(2.0 / (fan_in + fan_out))); uniform.append(False)
+        elif scheme == "xavier_uniform":
+            stds.append(jnp.sqrt(6.0 / (fan_in + fan_out))); uniform.append(True)
+        elif scheme == "kaiming_normal":
+            stds.append(jnp.sqrt(2.0 / fan_in)); uniform.append(False)
+        else:  # kaiming_uniform
+            stds.append(jnp.sqrt(6.0 / fan_in)); uniform.append(True)
+    ids = jnp.arange(len(sig.inits))
+    scale = jnp.sum(jnp.where(ids == hp.init, jnp.stack(stds), 0.0))
+    is_uniform = jnp.any((ids == hp.init) & jnp.asarray(uniform))
+    return scale, is_uniform
+
+
+def _init_matrix(key, sig: Signature, hp, d_in: int, d_out: int, fan_in, fan_out):
+    """[d_in, d_out] weights drawn column by column.
+
+    Each output unit has its own key and draws a 1-D vector, and jax's partitionable
+    threefry makes a 1-D draw prefix-stable: a lane's real weights are the same whatever
+    bucket width pads them, so results do not depend on the batch a trial ran in.
+    """
+    scale, is_uniform = _init_std_and_bound(sig, hp, fan_in, fan_out)
+    keys = jax.vmap(lambda j: jax.random.fold_in(key, j))(jnp.arange(d_out))
+    normal = jax.vmap(lambda k: jax.random.normal(k, (d_in,)))(keys).T
+    unif = jax.vmap(lambda k: jax.random.uniform(k, (d_in,), minval=-1.0, maxval=1.0))(keys).T
+    return jnp.where(is_uniform, unif, normal) * scale
+
+
+def init_params(sig: Signature, hp, key) -> dict:
+    """Initial parameters of one lane; padded units and absent layers are zero."""
+    masks = weight_masks(sig, hp)
+    width = hp.width.astype(jnp.float32)
+    hidden = []
+    for k in range(sig.depth):
+        d_in = sig.n_features if k == 0 else sig.width
+        fan_in = jnp.float32(sig.n_features) if k == 0 else width
+        w = _init_matrix(jax.random.fold_in(key, k), sig, hp, d_in, sig.width, fan_in, width)
+        layer = {"w": w * masks["hidden"][k], "b": jnp.zeros(sig.width)}
+        if sig.norm != "none":
+            layer["gamma"] = jnp.ones(sig.width)
+            layer["beta"] = jnp.zeros(sig.width)
+        if "prelu" in sig.activations:
+            layer["alpha"] = jnp.full(sig.width, PRELU_INIT)
+        hidden.append(layer)
+    d_in = sig.width if sig.depth else sig.n_features
+    fan_in = width if sig.depth else jnp.float32(sig.n_features)
+    w_out = _init_matrix(jax.random.fold_in(key, sig.depth), sig, hp, d_in, sig.n_outputs,
+                         fan_in, jnp.float32(sig.n_outputs))
+    return {"hidden": hidden, "out": {"w": w_out * masks["out"], "b": jnp.zeros(sig.n_outputs)}}
+
+
+def init_norm_state(sig: Signature) -> dict:
+    if sig.norm != "batch":
+        return {}
+    return {"mean": jnp.zeros((sig.depth, sig.width)), "var": jnp.ones((sig.depth, sig.width))}
+
+
+# --------------------------------------------------------------------------- activations
+def _activation(name: str, z, hp, alpha):
+    if name == "identity":
+        return z
+    if name == "sigmoid":
+        return jax.nn.sigmoid(z)
+    if name == "tanh":
+        return jnp.tanh(z)
+    if name == "relu":
+        return jax.nn.relu(z)
+    if name == "leaky_relu":
+        return jnp.where(z >= 0, z, hp.leaky_slope * z)
+    if name == "prelu":
+        return jnp.where(z >= 0, z, alpha * z)
+    if name == "elu":
+        return jax.nn.elu(z)
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def activate(sig: Signature, z, hp, alpha=None):
+    """The lane's activation, chosen by ``hp.activation`` among ``sig.activations``."""
+    if len(sig.activations) == 1:
+        return _activation(sig.activations[0], z, hp, alpha)
+    out = jnp.zeros_like(z)
+    for i, name in enumerate(sig.activations):
+        out = jnp.where(hp.activation == i, _activation(name, z, hp, alpha), out)
+    return out
+
+
+# --------------------------------------------------------------------------- forward
+def _batch_norm(z, row_w, running_mean, running_var, train: bool):
+    if not train:
+        return (z - running_mean) / jnp.sqrt(running_var + NORM_EPS), running_mean, running_var
+    n = jnp.sum(row_w)
+    denom = jnp.maximum(n, 1.0)
+    mean = jnp.sum(z * row_w[:, None], axis=0) / denom
+    var = jnp.sum(jnp.square(z - mean) * row_w[:, None], axis=0) / denom
+    # A batch made only of padding leaves the running statistics alone.
+    has_rows = n > 0
+    new_mean = jnp.where(has_rows, BN_MOMENTUM * running_mean + (1 - BN_MOMENTUM) * mean,
+                         running_mean)
+    new_var = jnp.where(has_rows, BN_MOMENTUM * running_var + (1 - BN_MOMENTUM) * var,
+                        running_var)
+    return (z - mean) / jnp.sqrt(var + NORM_EPS), new_mean, new_var
+
+
+def _layer_norm(z, units):
+    count = jnp.maximum(jnp.sum(units), 1.0)
+    mean = jnp.sum(z * units, axis=-1, keepdims=True) / count
+    var = jnp.sum(jnp.square(z - mean) * units, axis=-1, keepdims=True) / count
+    return (z - mean) / jnp.sqrt(var + NORM_EPS)
+
+
+def forward(sig: Signature, params: dict, norm_state: dict, hp, x, row_w=None,
+            *, train: bool = False, key=None):
+    """Logits [B, n_outputs] for rows ``x`` [B, n_features] of one lane.
+
+    ``row_w`` [B] marks real rows (batch-norm statistics ignore padding). With
+    ``train=True`` dropout is on (needs ``key``) and batch norm uses batch statistics;
+    returns ``(logits, new_norm_state)``.
+    """
+    if row_w is None:
+        row_w = jnp.ones(x.shape[0])
+    units = unit_mask(sig, hp.width)
+    means, vars_ = [], []
+    h = x
+    for k, layer in enumerate(params["hidden"]):
+        z = h @ layer["w"] + layer["b"]
+        if sig.norm == "batch":
+            z, m, v = _batch_norm(z, row_w, norm_state["mean"][k], norm_state["var"][k], train)
+            means.append(m); vars_.append(v)
+        elif sig.norm == "layer":
+            z = _layer_norm(z, units)
+        if sig.norm != "none":
+            z = z * layer["gamma"] + layer["beta"]
+        a = activate(sig, z, hp, layer.get("alpha")) * units
+        if train and sig.dropout:
+            a = _dropout(jax.random.fold_in(key, k), a, hp.dropout)
+        # Layers past the lane's depth pass their input through unchanged.
+        h = a if k == 0 else jnp.where(layer_active(k, hp.depth), a, h)
+    logits = h @ params["out"]["w"] + params["out"]["b"]
+    new_state = {"mean": jnp.stack(means), "var": jnp.stack(vars_)} if means else norm_state
+    return logits, new_state
+
+
+def _dropout(key, a, rate):
+    """Inverted dropout. The mask is drawn as [W, B] and transposed so that a unit's
+    mask does not depend on the bucket width (1-D prefix stability, as for init)."""
+    keep = 1.0 - rate
+    mask = jax.random.bernoulli(key, keep, (a.shape[1], a.shape[0])).T
+    return jnp.where(mask, a / keep, 0.0)
