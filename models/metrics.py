@@ -46,7 +46,11 @@ GREATER_IS_BETTER: dict[str, bool] = {
 
 
 def compute_metrics(task: str, logits, y, w, y_shift, y_scale) -> dict[str, jax.Array]:
-    """All metrics of ``METRICS_BY_TASK[task]`` as scalars (``task`` is static)."""
+    """All metrics of ``METRICS_BY_TASK[task]`` as scalars (``task`` is static).
+
+    ``y_shift`` cancels in every regression metric (each depends on differences
+    only), so it is accepted for a uniform signature and not used.
+    """
     logits, y, w = _clean(task, logits, y, w)
     if task == "regression":
         dt = logits.dtype

@@ -18,11 +18,11 @@ import optax
 from models.hparams import Signature
 
 
-def weights_only(params):
-    """1.0 on weight-matrix entries, 0.0 on biases and norm/prelu terms: decoupled weight
-    decay (like the L1/L2 penalties) applies to weights only."""
+def _weights_only(params):
+    """Decoupled weight decay, like the L1/L2 penalties, applies to weight matrices only,
+    not to biases or norm/prelu terms."""
     return jax.tree_util.tree_map_with_path(
-        lambda path, x: jnp.full_like(x, getattr(path[-1], "key", None) == "w"), params
+        lambda path, _: getattr(path[-1], "key", None) == "w", params
     )
 
 
@@ -44,7 +44,7 @@ def _family_rule(learning_rate, weight_decay, clip_norm, momentum, beta1, beta2,
     return optax.chain(
         optax.clip_by_global_norm(clip_norm),
         direction,
-        optax.add_decayed_weights(weight_decay),
+        optax.add_decayed_weights(weight_decay, mask=_weights_only),
         optax.scale_by_learning_rate(learning_rate),
     )
 
@@ -52,15 +52,11 @@ def _family_rule(learning_rate, weight_decay, clip_norm, momentum, beta1, beta2,
 _injected_rule = optax.inject_hyperparams(_family_rule, static_args=("family",))
 
 
-def make_optimizers(sig: Signature, hp, decay_mask) -> tuple[optax.GradientTransformation, ...]:
-    """One injected-hyperparameter optimizer per family of the program, for one lane.
-
-    ``decay_mask`` is shaped like the parameters it will update (see ``weights_only``);
-    the weight-decay hyperparameter is stored as ``hp.weight_decay * decay_mask``.
-    """
+def make_optimizers(sig: Signature, hp) -> tuple[optax.GradientTransformation, ...]:
+    """One injected-hyperparameter optimizer per family of the program, for one lane."""
     return tuple(
         _injected_rule(
-            learning_rate=hp.learning_rate, weight_decay=hp.weight_decay * decay_mask,
+            learning_rate=hp.learning_rate, weight_decay=hp.weight_decay,
             clip_norm=hp.clip_norm, momentum=hp.momentum, beta1=hp.beta1, beta2=hp.beta2,
             rho=hp.rho, eps=hp.eps, family=family,
         )

@@ -61,8 +61,7 @@ def _fit_lane(sig: Signature, hp: LaneHparams, fold: FoldStack, fold_id, seed):
 
     params = network.init_params(sig, hp, k_init)
     norm_state = network.init_norm_state(sig)
-    decay_mask = optim.weights_only(params)
-    optimizers = optim.make_optimizers(sig, hp, decay_mask)
+    optimizers = optim.make_optimizers(sig, hp)
     opt_states = optim.init_optimizer_state(optimizers, params)
 
     n_rows, batch = fold.x_train.shape[0], sig.batch_size

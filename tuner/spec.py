@@ -22,6 +22,7 @@ import difflib
 import hashlib
 import json
 import math
+import numbers
 import os
 import re
 import reprlib
@@ -190,7 +191,8 @@ def _spec_error(exc: ValidationError) -> SpecError:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A real number but not a bool (numpy scalars count)."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 def _check_value(name: str, value: Any) -> Any:
@@ -379,7 +381,7 @@ class Range(_Model):
             raise ValueError(f"expected a number, got {_show(v)}")
         if not math.isfinite(v):
             raise ValueError(f"must be finite, got {v}")
-        return v
+        return int(v) if isinstance(v, numbers.Integral) else float(v)
 
     @model_validator(mode="after")
     def _bounds(self) -> "Range":
