@@ -1,0 +1,284 @@
+"""The ``tuner`` command line: run, validate, show, worker, ui.
+
+Exit codes: 0 done, 2 bad input, 1 internal error, 130 interrupted (state kept).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from tuner import stores
+from tuner.errors import InputError
+from tuner.runtime import quiet_libraries, setup_compilation_cache
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Hyperparameter sweeps for JAX MLPs, tracked in MLflow.")
+console = Console(stderr=True)
+out = Console()
+
+EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 2, 1, 130
+
+
+def main() -> None:
+    """Console-script entry point: map errors to the documented exit codes."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _guard(fn):
+    """Run a command body; bad input -> one line + exit 2, a bug -> one line + exit 1."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except InputError as exc:
+            raise _fail(str(exc), EXIT_BAD_INPUT) from None
+        except KeyboardInterrupt:
+            console.print("interrupted: finished trials are kept; run the same command "
+                          "to resume")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Exception as exc:  # noqa: BLE001
+            if os.environ.get("TUNER_DEBUG"):
+                raise
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise _fail(f"internal error: {type(exc).__name__}: {first} "
+                        "(set TUNER_DEBUG=1 for the traceback)", EXIT_INTERNAL) from None
+
+    return wrapper
+
+
+# --------------------------------------------------------------------------- helpers
+def _load_inputs(space: Path, method, trials, batch, seed):
+    from tuner.data import load_data
+    from tuner.spec import load_spec, parse_spec
+
+    spec = load_spec(space)
+    overrides = {k: v for k, v in (("method", method), ("trials", trials), ("batch", batch),
+                                   ("seed", seed)) if v is not None}
+    if overrides:
+        d = spec.to_dict()
+        d["search"] = {**d.get("search", {}), **overrides}
+        spec = parse_spec(d)
+    dataset = load_data(spec.data)
+    return spec.with_task(dataset.task), dataset
+
+
+def _stores(storage: Optional[str], tracking_uri: Optional[str]):
+    root = stores.results_root()
+    if storage is None or tracking_uri is None:
+        root.mkdir(parents=True, exist_ok=True)
+    return (storage or stores.default_storage_url(root),
+            tracking_uri or stores.default_tracking_uri(root),
+            None if tracking_uri else stores.default_artifact_location(root))
+
+
+def _progress_bar():
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("best {task.fields[best]}"), TimeElapsedColumn(), TextColumn("eta"),
+        TimeRemainingColumn(), console=console, transient=False,
+    )
+
+
+def _run_sweep(sweep, trials, refit: bool):
+    from tuner.finalize import finish
+
+    with _progress_bar() as bar:
+        task = bar.add_task(sweep.study_name, total=None, best="-")
+
+        def on_progress(p):
+            best = "-" if p.best is None else f"{p.best:.4f}"
+            bar.update(task, completed=p.done, total=p.total, best=best)
+
+        outcome = sweep.run(trials, progress=on_progress)
+    result = finish(sweep, outcome, refit_best=refit)
+    _print_best(result.study, sweep.spec.metric)
+    _print_ui_hint(sweep.tracker)
+    if outcome.interrupted:
+        raise KeyboardInterrupt
+    return result
+
+
+def _print_best(study, metric: str, top: int = 10) -> None:
+    from optuna.trial import TrialState
+
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    reverse = study.direction.name == "MAXIMIZE"
+    done.sort(key=lambda t: t.value, reverse=reverse)
+    table = Table(title=f"best trials of {study.study_name} ({metric})")
+    table.add_column("trial", justify="right")
+    table.add_column(metric, justify="right")
+    names = sorted({k for t in done for k in t.params})
+    for name in names:
+        table.add_column(name)
+    for t in done[:top]:
+        table.add_row(str(t.number), f"{t.value:.4f}",
+                      *[_fmt(t.params.get(n)) for n in names])
+    out.print(table)
+    states = {}
+    for t in study.get_trials(deepcopy=False):
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+    out.print("trials: " + ", ".join(f"{v} {k.lower()}" for k, v in sorted(states.items())))
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _print_ui_hint(tracker) -> None:
+    uri = tracker.tracking_uri
+    if uri.startswith("http"):
+        out.print(f"MLflow: {stores.redact_url(uri)}/#/experiments/{tracker.experiment_id}"
+                  "/runs?workflowType=machine_learning")
+        return
+    out.print(f"open the MLflow UI:  {stores.ui_command(uri)}")
+    out.print("then browse:        "
+              + stores.runs_url("127.0.0.1", 5000, tracker.experiment_id))
+
+
+# --------------------------------------------------------------------------- commands
+@app.command()
+@_guard
+def run(
+    space: Path = typer.Argument(..., help="search-space YAML file"),
+    trials: Optional[int] = typer.Option(None, min=1, help="total trials of the sweep"),
+    method: Optional[str] = typer.Option(None, help="grid | random | tpe"),
+    batch: Optional[int] = typer.Option(None, min=1, help="trials trained together"),
+    seed: Optional[int] = typer.Option(None, help="sampler and training seed"),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL"),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI"),
+    study: Optional[str] = typer.Option(None, help="study name (default: the spec's name)"),
+    refit: bool = typer.Option(True, help="refit the best configuration on all data"),
+) -> None:
+    """Run, or continue, the sweep described by SPACE."""
+    spec, dataset = _load_inputs(space, method, trials, batch, seed)
+    quiet_libraries()
+    setup_compilation_cache()
+    storage_url, tracking, artifacts = _stores(storage, tracking_uri)
+    from tuner.engine import Sweep
+
+    sweep = Sweep(spec, dataset, storage_url=storage_url, tracking_uri=tracking,
+                  artifact_location=artifacts, study_name=study or spec.name, batch=batch)
+    _run_sweep(sweep, trials, refit)
+
+
+@app.command()
+@_guard
+def validate(space: Path = typer.Argument(..., help="search-space YAML file")) -> None:
+    """Check a spec and its data without running anything."""
+    from tuner.spec import grid_points
+
+    spec, dataset = _load_inputs(space, None, None, None, None)
+    size = ""
+    if spec.search.method == "grid":
+        import math
+        size = f", grid of {math.prod(len(v) for v in grid_points(spec).values())} points"
+    out.print(f"ok: {spec.name}: {dataset.task}, {dataset.n_samples} rows x "
+              f"{dataset.n_features} features, metric {spec.metric}, "
+              f"{spec.search.method}{size}")
+
+
+@app.command()
+@_guard
+def show(
+    study: str = typer.Argument(..., help="study name"),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL"),
+    top: int = typer.Option(10, min=1, help="how many trials to list"),
+) -> None:
+    """The best trials of a stored study."""
+    from tuner import search
+
+    url = storage or stores.default_storage_url(stores.results_root())
+    _require_existing_sqlite(url)
+    quiet_libraries()
+    st = search.open_storage(url)
+    loaded = search.load_study(st, study)
+    metric = search.stored_spec(loaded).metric or "value"
+    _print_best(loaded, metric, top)
+
+
+@app.command()
+@_guard
+def worker(
+    study: str = typer.Option(..., help="study name"),
+    storage: str = typer.Option(..., help="Optuna storage URL (PostgreSQL)"),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI"),
+    batch: Optional[int] = typer.Option(None, min=1, help="trials trained together"),
+    worker_id: Optional[int] = typer.Option(None, help="seeds this worker's sampler"),
+) -> None:
+    """Join a shared study and work on it until its budget is done."""
+    from tuner import search
+    from tuner.data import load_data
+
+    if search.is_sqlite(storage):
+        raise _fail("a sqlite storage serves one process, so workers cannot share it "
+                    "safely; use PostgreSQL (--storage postgresql://USER@HOST/DB)",
+                    EXIT_BAD_INPUT)
+    quiet_libraries()
+    setup_compilation_cache()
+    loaded = search.load_study(search.open_storage(storage), study)
+    spec = search.stored_spec(loaded)
+    dataset = load_data(spec.data)
+    _, tracking, artifacts = _stores("unused", tracking_uri)
+    from tuner.engine import Sweep
+
+    sweep = Sweep(spec, dataset, storage_url=storage, tracking_uri=tracking,
+                  artifact_location=artifacts, study_name=study, batch=batch,
+                  worker=worker_id if worker_id is not None else uuid.uuid4().int % 100_000,
+                  allow_create=False)
+    _run_sweep(sweep, None, refit=False)
+
+
+@app.command()
+def ui(
+    host: str = typer.Option("127.0.0.1", help="interface to bind (loopback by default)"),
+    port: int = typer.Option(5000, help="port"),
+) -> None:
+    """Start the MLflow UI on the default store (mlruns/ in this folder)."""
+    root = stores.results_root()
+    uri = stores.default_tracking_uri(root)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+           "--default-artifact-root", stores.default_artifact_location(root),
+           "--host", host, "--port", str(port)]
+    out.print("MLflow UI: " + stores.runs_url(host, port, "0").rsplit("/#/", 1)[0])
+    try:
+        raise typer.Exit(subprocess.call(cmd))
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+def _require_existing_sqlite(url: str) -> None:
+    """Reading a study must not create an empty database as a side effect."""
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):]
+        if not os.path.exists(path):
+            raise InputError(f"no study database at {path}")
+
+
+logging.getLogger("jax._src.xla_bridge").setLevel(logging.ERROR)

@@ -1,0 +1,277 @@
+"""The sweep loop shared by the CLI, the Python API and workers.
+
+    ask P trials -> create their MLflow runs -> train (executor) -> log -> tell
+
+Crash safety: a trial is told to Optuna only after its results are in MLflow, so a
+finished trial is never lost. Trials in flight when the process dies stay RUNNING; the
+next process (sqlite: at start; shared RDB: once their heartbeat is stale) fails them,
+closes their MLflow runs and re-queues them with Optuna's retry callback. A trial
+lost that way does not count toward the budget; its retry does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from models.hparams import TrialConfig
+from tuner import search
+from tuner.cv import make_folds
+from tuner.data import Dataset
+from tuner.executor import Choices, Executor, TrialOutcome, choices_for_space
+from tuner.spec import Range, SweepSpec
+from tuner.tracking import SweepTracker, TrialRecord
+
+log = logging.getLogger(__name__)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@dataclasses.dataclass
+class Progress:
+    done: int
+    total: int
+    best: float | None
+    elapsed_s: float
+
+
+@dataclasses.dataclass
+class SweepOutcome:
+    study: optuna.Study
+    tracker: SweepTracker
+    records: dict[int, TrialRecord]
+    executor: Executor
+    interrupted: bool = False
+
+
+class _Heartbeat:
+    """Records Optuna heartbeats for the trials in flight (Optuna's own heartbeat only
+    runs inside ``study.optimize``, and this loop asks and tells itself)."""
+
+    def __init__(self, storage, interval: float):
+        self._storage, self._interval = storage, interval
+        self._trial_ids: list[int] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name="heartbeat")
+        self._thread.start()
+
+    def watch(self, trial_ids: list[int]) -> None:
+        with self._lock:
+            self._trial_ids = list(trial_ids)
+        self._record()
+
+    def _record(self) -> None:
+        with self._lock:
+            ids = list(self._trial_ids)
+        for tid in ids:
+            try:
+                self._storage.record_heartbeat(tid)
+            except Exception:  # noqa: BLE001 - a missed beat is retried next interval
+                log.warning("heartbeat failed for trial id %s", tid, exc_info=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._record()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def space_choices(spec: SweepSpec) -> Choices:
+    categorical = {name: list(v) for name, v in spec.space.items() if not isinstance(v, Range)}
+    return choices_for_space(categorical, dict(spec.fixed))
+
+
+class Sweep:
+    """One process working on one study (``tuner run``, ``tuner worker``, ``tune()``)."""
+
+    def __init__(self, spec: SweepSpec, dataset: Dataset, *, storage_url: str,
+                 tracking_uri: str, study_name: str | None = None,
+                 artifact_location: str | None = None, worker: int = 0,
+                 batch: int | None = None, allow_create: bool = True):
+        self.spec = spec.with_task(dataset.task) if spec.task is None else spec
+        self.dataset = dataset
+        self.study_name = study_name or spec.name
+        self.batch = batch or spec.search.batch
+        self.storage_url = storage_url
+        # Storage first: an unreachable database fails before anything is written.
+        self.storage = search.open_storage(storage_url, on_stale=self._on_stale)
+        self.tracker = SweepTracker(tracking_uri, self.study_name, self.spec.metric,
+                                    artifact_location=artifact_location)
+        sampler = search.make_sampler(self.spec, worker)
+        pruner = search.make_pruner(self.spec)
+        if allow_create:
+            self.study = search.create_or_load_study(
+                self.storage, self.study_name, self.spec, dataset.fingerprint(), sampler, pruner)
+        else:
+            self.study = optuna.load_study(study_name=self.study_name, storage=self.storage,
+                                           sampler=sampler, pruner=pruner)
+            search.check_data(self.study, dataset.fingerprint())
+        self.distributions = search.distributions(self.spec)
+        folds, _ = make_folds(dataset, self.spec.cv.folds, self.spec.cv.stratified,
+                              self.spec.cv.shuffle, self.spec.cv.seed)
+        self.executor = Executor(folds, dataset.task, dataset.n_outputs, self.spec.metric,
+                                 space_choices(self.spec), seed=self.spec.search.seed)
+        self.records: dict[int, TrialRecord] = {}
+
+    # ------------------------------------------------------------------ lost trials
+    def _on_stale(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """A trial whose worker died: close its MLflow run, then retry it."""
+        run_id = trial.user_attrs.get(search.ATTR_RUN_ID)
+        if run_id:
+            self.tracker.close_runs([run_id], status="KILLED",
+                                    reason="lost: worker stopped heartbeating")
+        retries = len(trial.system_attrs.get("retry_history", []))
+        if retries < search.MAX_RETRY:
+            search.retry_callback()(study, trial)
+
+    def _recover_orphans(self) -> None:
+        """Fail and retry trials left RUNNING by a dead process."""
+        if search.is_sqlite(self.storage_url):
+            # sqlite serves a single process: whatever is RUNNING now is an orphan.
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                self._lose(t, "lost: process ended before the trial finished")
+        else:
+            optuna.storages.fail_stale_trials(self.study)
+
+    def _lose(self, trial: FrozenTrial, reason: str) -> None:
+        try:
+            self.study._storage.set_trial_user_attr(trial._trial_id, search.ATTR_LOST, reason)
+            self.study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return  # another process got there first
+        frozen = self.study._storage.get_trial(trial._trial_id)
+        run_id = frozen.user_attrs.get(search.ATTR_RUN_ID)
+        if run_id:
+            self.tracker.close_runs([run_id], status="KILLED", reason=reason)
+        if len(frozen.system_attrs.get("retry_history", [])) < search.MAX_RETRY:
+            search.retry_callback()(self.study, frozen)
+
+    # ------------------------------------------------------------------ main loop
+    def run(self, trials: int | None = None, progress: Callable[[Progress], None] | None = None,
+            stop: threading.Event | None = None) -> SweepOutcome:
+        """Work until the study holds ``trials`` counted trials (default: the stored
+        budget, else the spec's). KeyboardInterrupt leaves a resumable study."""
+        target = self._target(trials)
+        self._recover_orphans()
+        self.tracker.start_sweep(self.spec.to_yaml(), self._sweep_params(target),
+                                 {"study": self.study_name}, run_name=None)
+        heartbeat = _Heartbeat(self.storage, search.HEARTBEAT_INTERVAL_S)
+        started = time.perf_counter()
+        asked: list[optuna.Trial] = []
+        interrupted = False
+        try:
+            while stop is None or not stop.is_set():
+                if not search.is_sqlite(self.storage_url):
+                    optuna.storages.fail_stale_trials(self.study)
+                counted, running, waiting = search.budget_state(self.study)
+                self._report(progress, counted, target, started)
+                if counted >= target:
+                    break
+                n = min(self.batch, max(target - counted - running, waiting))
+                if n <= 0:  # others are finishing the last trials; watch for stale ones
+                    time.sleep(search.HEARTBEAT_INTERVAL_S)
+                    continue
+                asked = [self.study.ask(self.distributions) for _ in range(n)]
+                heartbeat.watch([t._trial_id for t in asked])
+                self._run_batch(asked)
+                asked = []
+                heartbeat.watch([])
+        except KeyboardInterrupt:
+            interrupted = True
+            for t in asked:
+                self._lose(self.study._storage.get_trial(t._trial_id),
+                           "lost: interrupted before the trial finished")
+        finally:
+            heartbeat.stop()
+        counted, _, _ = search.budget_state(self.study)
+        self._report(progress, counted, target, started)
+        return SweepOutcome(self.study, self.tracker, self.records, self.executor, interrupted)
+
+    def _target(self, trials: int | None) -> int:
+        stored = self.study.user_attrs.get(search.ATTR_TARGET)
+        if trials is None and stored is not None:
+            return int(stored)
+        target = search.target_trials(self.spec, trials)
+        self.study.set_user_attr(search.ATTR_TARGET, target)
+        return target
+
+    def _sweep_params(self, target: int) -> dict:
+        s = self.spec
+        return {"method": s.search.method, "trials": target, "batch": self.batch,
+                "seed": s.search.seed, "metric": s.metric, "folds": s.cv.folds,
+                "task": self.dataset.task, "data": s.data.source}
+
+    def _report(self, progress, counted: int, target: int, started: float) -> None:
+        if progress is None:
+            return
+        best = None
+        try:
+            best = self.study.best_value
+        except ValueError:
+            pass
+        progress(Progress(counted, target, best, time.perf_counter() - started))
+
+    def config_for(self, trial: optuna.Trial | FrozenTrial) -> TrialConfig:
+        params = {**dict(self.spec.fixed), **trial.params}
+        origin = search.retried_from(trial) if isinstance(trial, FrozenTrial) else None
+        # A retry trains with its original trial's keys, so it reproduces that trial.
+        key_trial = origin if origin is not None else trial.number
+        return TrialConfig.from_dict(params, seed=self.spec.search.seed, trial=key_trial)
+
+    def _run_batch(self, asked: list[optuna.Trial]) -> None:
+        frozen = [self.study._storage.get_trial(t._trial_id) for t in asked]
+        configs = [self.config_for(t) for t in frozen]
+        params = [{**dict(self.spec.fixed), **t.params} for t in frozen]
+        run_ids = self.tracker.begin_trials(
+            [(t.number, p, search.retried_from(t)) for t, p in zip(frozen, params)])
+        for t in asked:
+            t.set_user_attr(search.ATTR_RUN_ID, run_ids[t.number])
+        outcomes = self.executor.run(configs)
+        records = [self._record(t, p, o, run_ids[t.number])
+                   for t, p, o in zip(asked, params, outcomes)]
+        self._apply_pruner(asked, records)
+        self.tracker.log_trials(records)
+        for t, rec in zip(asked, records):
+            if rec.fail_reason:
+                t.set_user_attr(search.ATTR_FAIL_REASON, rec.fail_reason)
+            if rec.state == "COMPLETE":
+                self.study.tell(t, rec.value)
+            elif rec.state == "PRUNED":
+                self.study.tell(t, state=TrialState.PRUNED)
+            else:
+                self.study.tell(t, state=TrialState.FAIL)
+            self.records[t.number] = rec
+
+    def _record(self, trial: optuna.Trial, params: dict, o: TrialOutcome, run_id: str
+                ) -> TrialRecord:
+        frozen = self.study._storage.get_trial(trial._trial_id)
+        return TrialRecord(number=trial.number, params=params, state=o.state, value=o.value,
+                           value_std=o.value_std, curves=o.curves, fail_reason=o.fail_reason,
+                           retry_of=search.retried_from(frozen), run_id=run_id)
+
+    def _apply_pruner(self, asked: list[optuna.Trial], records: list[TrialRecord]) -> None:
+        """Report each epoch's fold-mean metric; a pruned trial keeps its curve up to the
+        pruning epoch. The batch trains in one program, so pruning decides the trial's
+        state (and what later trials are compared with), not the compute spent."""
+        if self.spec.search.pruner == "none":
+            return
+        name = f"val_{self.spec.metric}"
+        for t, rec in zip(asked, records):
+            if rec.state != "COMPLETE":
+                continue
+            curve = np.asarray(rec.curves[name]).mean(axis=0)
+            for epoch, value in enumerate(curve):
+                t.report(float(value), epoch)
+                if t.should_prune():
+                    rec.state, rec.value = "PRUNED", None
+                    rec.fail_reason = None
+                    rec.curves = {k: v[:, : epoch + 1] for k, v in rec.curves.items()}
+                    break

@@ -1,0 +1,86 @@
+"""The best configuration refit on all the data, as a scikit-learn-like estimator and
+as an MLflow pyfunc model."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from models.hparams import TrialConfig, lane_hparams, signature_for
+from models.predict import TrainedModel
+from models.train import fit
+from tuner.cv import make_full_fit
+from tuner.data import Dataset
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class BestModel:
+    """``predict`` returns original labels (classification) or values (regression)."""
+
+    model: TrainedModel
+    task: str
+    classes: np.ndarray | None
+    feature_names: tuple[str, ...]
+    params: dict
+
+    def predict(self, X) -> np.ndarray:
+        out = self.model.predict(_as_array(X))
+        if self.task in ("binary", "multiclass") and self.classes is not None:
+            return np.asarray(self.classes)[out]
+        return out
+
+    def predict_proba(self, X) -> np.ndarray:
+        if self.task == "regression":
+            raise AttributeError("predict_proba is only defined for classification")
+        return self.model.predict_proba(_as_array(X))
+
+
+def _as_array(X) -> np.ndarray:
+    if isinstance(X, pd.DataFrame):
+        X = X.to_numpy()
+    return np.asarray(X, np.float32)
+
+
+def refit(dataset: Dataset, params: dict, seed: int, trial: int) -> BestModel | None:
+    """Train ``params`` on all of ``dataset``; None if that run diverges."""
+    config = TrialConfig.from_dict(params, seed=seed, trial=trial)
+    full = make_full_fit(dataset)
+    sig = signature_for([config], dataset.task, dataset.n_features, dataset.n_outputs,
+                        full.stack.n_train)
+    hp = lane_hparams([config], sig)
+    result = fit(sig, hp, full.stack, seed)
+    if int(np.asarray(result.diverged_epoch)[0, 0]) >= 0:
+        log.warning("the refit of the best configuration diverged; no model is logged")
+        return None
+    trained = TrainedModel.from_fit(sig, result, hp, 0, 0, full.scaler.mean_,
+                                    full.scaler.scale_, full.y_shift, full.y_scale)
+    return BestModel(trained, dataset.task, dataset.classes, tuple(dataset.feature_names),
+                     dict(params))
+
+
+class TunedModelPyfunc(mlflow.pyfunc.PythonModel):
+    """MLflow wrapper: ``mlflow.pyfunc.load_model(uri).predict(X)`` gives ``predict``."""
+
+    def __init__(self, best: BestModel):
+        self.best = best
+
+    def predict(self, context, model_input, params=None):  # noqa: ARG002 - mlflow's hook
+        return self.best.predict(model_input)
+
+
+def log_best_model(best: BestModel, X_example: np.ndarray) -> None:
+    """Log ``best`` as an MLflow model named "model" in the active run."""
+    example = pd.DataFrame(np.asarray(X_example[:5], np.float32),
+                           columns=list(best.feature_names))
+    mlflow.pyfunc.log_model(
+        name="model",
+        python_model=TunedModelPyfunc(best),
+        input_example=example,
+        code_paths=None,
+    )

@@ -1,0 +1,34 @@
+"""Process set-up shared by the CLI and the API: quiet libraries, compilation cache."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+from models.compile_cache import enable_persistent_cache
+
+CACHE_ENV = "TUNER_JAX_CACHE"
+
+
+def quiet_libraries() -> None:
+    """MLflow, alembic and Optuna talk a lot at INFO; the CLI shows its own progress."""
+    for name in ("mlflow", "alembic", "optuna", "urllib3", "git"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    warnings.filterwarnings("ignore", category=optuna_experimental_warning())
+    warnings.filterwarnings("ignore", message=".*Pydantic.*")
+
+
+def optuna_experimental_warning() -> type[Warning]:
+    from optuna.exceptions import ExperimentalWarning
+    return ExperimentalWarning
+
+
+def setup_compilation_cache() -> str | None:
+    """JAX's persistent cache at $TUNER_JAX_CACHE (default ~/.cache/tuner/jax); "off"
+    disables it."""
+    path = os.environ.get(CACHE_ENV)
+    if path == "off":
+        return None
+    return enable_persistent_cache(path)

@@ -1,0 +1,189 @@
+"""Optuna side of a sweep: storage, study, sampler, distributions and the trial budget.
+
+The study keeps what a worker needs to join it: the spec (YAML), its fingerprint, the
+data fingerprint and the trial budget, as study user attributes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution,
+)
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.errors import InputError, SpecError
+from tuner.spec import Range, SweepSpec, grid_points, parse_yaml
+from tuner.stores import redact_url
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL_S = 5
+GRACE_PERIOD_S = 20
+MAX_RETRY = 3
+
+ATTR_SPEC = "spec_yaml"
+ATTR_SPEC_FP = "spec_fingerprint"
+ATTR_DATA_FP = "data_fingerprint"
+ATTR_TARGET = "target_trials"
+ATTR_RUN_ID = "mlflow_run_id"
+ATTR_LOST = "lost"  # a trial lost to a crash/interrupt: retried, not counted
+ATTR_FAIL_REASON = "fail_reason"
+
+
+class StorageError(InputError):
+    """The study storage cannot be reached or used (exit code 2)."""
+
+
+# --------------------------------------------------------------------------- space
+def distributions(spec: SweepSpec) -> dict[str, BaseDistribution]:
+    out: dict[str, BaseDistribution] = {}
+    for name, entry in spec.space.items():
+        if isinstance(entry, Range):
+            if entry.type == "int":
+                out[name] = IntDistribution(int(entry.low), int(entry.high), log=entry.log,
+                                            step=int(entry.step or 1))
+            else:
+                out[name] = FloatDistribution(float(entry.low), float(entry.high),
+                                              log=entry.log, step=entry.step)
+        else:
+            out[name] = CategoricalDistribution(list(entry))
+    return out
+
+
+def make_sampler(spec: SweepSpec, worker: int = 0) -> optuna.samplers.BaseSampler:
+    """Seeded sampler; each worker of a shared study gets its own seed."""
+    seed = spec.search.seed + 1000003 * worker
+    method = spec.search.method
+    if method == "grid":
+        return optuna.samplers.GridSampler(grid_points(spec), seed=seed)
+    if method == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    # Constant liar keeps a batch of proposals apart while their results are pending.
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+
+
+def make_pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
+    return {
+        "none": optuna.pruners.NopPruner,
+        "median": optuna.pruners.MedianPruner,
+        "hyperband": optuna.pruners.HyperbandPruner,
+    }[spec.search.pruner]()
+
+
+def target_trials(spec: SweepSpec, trials: int | None) -> int:
+    if trials is not None:
+        return trials
+    if spec.search.trials is not None:
+        return spec.search.trials
+    if spec.search.method == "grid":
+        return math.prod(len(v) for v in grid_points(spec).values())
+    return 20
+
+
+# --------------------------------------------------------------------------- storage
+def normalise_url(url: str) -> str:
+    """``postgresql://`` means psycopg 3 (the driver this package installs)."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite:")
+
+
+def open_storage(url: str, on_stale=None) -> RDBStorage:
+    """RDB storage with heartbeats; ``on_stale(study, trial)`` runs for stale trials."""
+    try:
+        return RDBStorage(
+            normalise_url(url),
+            heartbeat_interval=HEARTBEAT_INTERVAL_S,
+            grace_period=GRACE_PERIOD_S,
+            heartbeat_stale_trial_callback=on_stale,
+            engine_kwargs={"pool_pre_ping": True} if not is_sqlite(url) else None,
+        )
+    except Exception as exc:  # noqa: BLE001 - every storage failure is one line for the user
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StorageError(f"storage {redact_url(url)}: cannot open: {first}") from None
+
+
+def create_or_load_study(storage: RDBStorage, name: str, spec: SweepSpec, data_fp: str,
+                         sampler, pruner) -> optuna.Study:
+    """Create the study, or load it and check that spec and data are the same."""
+    direction = "maximize" if spec.greater_is_better else "minimize"
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
+                                    pruner=pruner, direction=direction, load_if_exists=True)
+    except Exception as exc:  # noqa: BLE001
+        raise StorageError(f"study {name!r}: cannot create or load: "
+                           f"{str(exc).splitlines()[0]}") from None
+    attrs = study.user_attrs
+    if ATTR_SPEC_FP not in attrs:
+        study.set_user_attr(ATTR_SPEC, spec.to_yaml())
+        study.set_user_attr(ATTR_SPEC_FP, spec.fingerprint())
+        study.set_user_attr(ATTR_DATA_FP, data_fp)
+        return study
+    if attrs[ATTR_SPEC_FP] != spec.fingerprint():
+        stored = parse_yaml(attrs[ATTR_SPEC])
+        fields = ", ".join(stored.diff(spec)) or "the spec"
+        raise SpecError(f"study {name!r} was made from a different spec (differs in: "
+                        f"{fields}); use --study NAME for a new sweep")
+    check_data(study, data_fp)
+    return study
+
+
+def check_data(study: optuna.Study, data_fp: str) -> None:
+    stored = study.user_attrs.get(ATTR_DATA_FP)
+    if stored is not None and stored != data_fp:
+        raise SpecError(f"study {study.study_name!r} was made from different data "
+                        f"(fingerprint {stored[:12]} here {data_fp[:12]}); "
+                        "use --study NAME for a new sweep")
+
+
+def load_study(storage: RDBStorage, name: str) -> optuna.Study:
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        raise StorageError(f"study {name!r}: not found in the storage") from None
+
+
+def stored_spec(study: optuna.Study) -> SweepSpec:
+    text = study.user_attrs.get(ATTR_SPEC)
+    if text is None:
+        raise StorageError(f"study {study.study_name!r} was not made by tuner (no spec)")
+    return parse_yaml(text)
+
+
+# --------------------------------------------------------------------------- budget
+def lost_numbers(trials: list[FrozenTrial]) -> set[int]:
+    """Trials lost to a crash, an interrupt or a dead worker (and so retried)."""
+    lost = {t.number for t in trials if ATTR_LOST in t.user_attrs}
+    for t in trials:
+        lost.update(t.system_attrs.get("retry_history", []))
+    return lost
+
+
+def budget_state(study: optuna.Study) -> tuple[int, int, int]:
+    """(counted, running, waiting) trials of the study.
+
+    Finished trials count, diverged ones included; trials lost to a crash do not.
+    """
+    trials = study.get_trials(deepcopy=False)
+    lost = lost_numbers(trials)
+    counted = sum(t.state.is_finished() and t.number not in lost for t in trials)
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    waiting = sum(t.state == TrialState.WAITING for t in trials)
+    return counted, running, waiting
+
+
+def retry_callback() -> RetryHeartbeatStaleTrialCallback:
+    return RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+
+
+def retried_from(trial: FrozenTrial) -> int | None:
+    return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
