@@ -81,7 +81,16 @@ class Signature:
     schedules: tuple[str, ...] = ("constant",)
     batch_size: int = 64
     epochs: int = 10
-    dropout: bool = False  # whether any lane drops units (else no masks are drawn)
+    # Which optional terms any lane uses. A term no lane needs is left out of the
+    # program: each costs passes over every weight at every step.
+    dropout: bool = False
+    l1: bool = False
+    l2: bool = False
+    weight_decay: bool = False
+    clip: bool = False
+    # Validation metrics scored every epoch; () = every metric of the task. Scoring only
+    # the one a sweep optimises saves most of the evaluation (AUC sorts, F1 counts).
+    metrics: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_choice("task", self.task, TASKS)
@@ -231,6 +240,10 @@ def signature_for(configs: list[TrialConfig], task: str, n_features: int, n_outp
         batch_size=batches.pop(),
         epochs=max(c.epochs for c in configs),
         dropout=any(c.numeric_value("dropout") > 0 for c in configs),
+        l1=any(c.numeric_value("l1") > 0 for c in configs),
+        l2=any(c.numeric_value("l2") > 0 for c in configs),
+        weight_decay=any(c.numeric_value("weight_decay") > 0 for c in configs),
+        clip=any(math.isfinite(c.numeric_value("clip_norm")) for c in configs),
     )
 
 

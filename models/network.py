@@ -46,15 +46,19 @@ def weight_masks(sig: Signature, hp) -> dict:
 
 
 def penalty(sig: Signature, params: dict, hp) -> jax.Array:
-    """l1 * sum|W| + 0.5 * l2 * sum W^2 over the lane's real weights (biases excluded)."""
-    masks = weight_masks(sig, hp)
+    """l1 * sum|W| + 0.5 * l2 * sum W^2 over the weight matrices (biases excluded).
+
+    Padded and absent weights are exactly zero and must stay so. |w| is written as
+    sign(w) * w, whose gradient is sign(w): 0 at w = 0 (jax's own d|w|/dw there is 1,
+    which would push padded weights away from zero).
+    """
     weights = [layer["w"] for layer in params["hidden"]] + [params["out"]["w"]]
-    mask_list = masks["hidden"] + [masks["out"]]
-    # Multiplying by the mask (not just zero weights) keeps the L1 subgradient at 0 for
-    # padded weights: jax's d|w|/dw at w = 0 is 1.
-    l1 = sum(jnp.sum(jnp.abs(w * m)) for w, m in zip(weights, mask_list))
-    l2 = sum(jnp.sum(jnp.square(w * m)) for w, m in zip(weights, mask_list))
-    return hp.l1 * l1 + 0.5 * hp.l2 * l2
+    total = jnp.float32(0.0)
+    if sig.l1:
+        total += hp.l1 * sum(jnp.sum(jax.lax.stop_gradient(jnp.sign(w)) * w) for w in weights)
+    if sig.l2:
+        total += 0.5 * hp.l2 * sum(jnp.sum(jnp.square(w)) for w in weights)
+    return total
 
 
 # --------------------------------------------------------------------------- init

@@ -27,8 +27,11 @@ def _weights_only(params):
 
 
 def _family_rule(learning_rate, weight_decay, clip_norm, momentum, beta1, beta2, rho, eps,
-                 *, family: str) -> optax.GradientTransformation:
-    """clip -> direction of the family -> decoupled decay -> scale by -learning_rate."""
+                 *, family: str, use_clip: bool = True, use_decay: bool = True
+                 ) -> optax.GradientTransformation:
+    """clip -> direction of the family -> decoupled decay -> scale by -learning_rate.
+
+    Clipping and decay are left out when no lane of the program uses them."""
     if family == "sgd":
         direction = optax.trace(decay=momentum, nesterov=False)
     elif family == "nesterov":
@@ -41,15 +44,16 @@ def _family_rule(learning_rate, weight_decay, clip_norm, momentum, beta1, beta2,
         direction = optax.scale_by_adam(b1=beta1, b2=beta2, eps=eps)
     else:
         raise ValueError(f"unknown optimizer family {family!r}")
-    return optax.chain(
-        optax.clip_by_global_norm(clip_norm),
-        direction,
-        optax.add_decayed_weights(weight_decay, mask=_weights_only),
-        optax.scale_by_learning_rate(learning_rate),
-    )
+    parts = [optax.clip_by_global_norm(clip_norm)] if use_clip else []
+    parts.append(direction)
+    if use_decay:
+        parts.append(optax.add_decayed_weights(weight_decay, mask=_weights_only))
+    parts.append(optax.scale_by_learning_rate(learning_rate))
+    return optax.chain(*parts)
 
 
-_injected_rule = optax.inject_hyperparams(_family_rule, static_args=("family",))
+_injected_rule = optax.inject_hyperparams(
+    _family_rule, static_args=("family", "use_clip", "use_decay"))
 
 
 def make_optimizers(sig: Signature, hp) -> tuple[optax.GradientTransformation, ...]:
@@ -58,7 +62,8 @@ def make_optimizers(sig: Signature, hp) -> tuple[optax.GradientTransformation, .
         _injected_rule(
             learning_rate=hp.learning_rate, weight_decay=hp.weight_decay,
             clip_norm=hp.clip_norm, momentum=hp.momentum, beta1=hp.beta1, beta2=hp.beta2,
-            rho=hp.rho, eps=hp.eps, family=family,
+            rho=hp.rho, eps=hp.eps, family=family, use_clip=sig.clip,
+            use_decay=sig.weight_decay,
         )
         for family in sig.optimizers
     )

@@ -29,7 +29,7 @@ class FitResult(NamedTuple):
 
     train_loss:     [P, F, E] mean minibatch loss of the epoch (data loss + penalty)
     val_loss:       [P, F, E] validation data loss
-    val_metrics:    {name: [P, F, E]} every metric of the task on the validation rows
+    val_metrics:    {name: [P, F, E]} validation metrics (``sig.metrics``, default all)
     diverged_epoch: [P, F] int32, first epoch with a non-finite loss, -1 if none
     params, norm_state: trained parameters, leaves with leading [P, F]
     """
@@ -48,89 +48,132 @@ def lane_key(seed, trial, fold):
 
 
 def _where_tree(cond, new, old):
-    return jax.tree_util.tree_map(lambda a, b: jnp.where(cond, a, b), new, old)
+    """Per-lane select; ``cond`` [P, F] broadcasts over each leaf's trailing axes."""
+    def pick(a, b):
+        c = cond.reshape(cond.shape + (1,) * (a.ndim - cond.ndim))
+        return jnp.where(c, a, b)
+    return jax.tree_util.tree_map(pick, new, old)
 
 
-def _fit_lane(sig: Signature, hp: LaneHparams, fold: FoldStack, fold_id, seed):
+def _lanes(fn, trial_axes, fold_axes):
+    """vmap ``fn`` over folds (inner) and trials (outer)."""
+    return jax.vmap(jax.vmap(fn, in_axes=fold_axes), in_axes=trial_axes)
+
+
+def _init_lane(sig: Signature, hp: LaneHparams, fold_id, seed):
     key = lane_key(seed, hp.trial, fold_id)
-    k_init, k_dropout = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
-    # The minibatch order depends on (seed, fold) only, as in scikit-learn where every
-    # candidate shares random_state: all trials of a fold then read the same rows, and
-    # the first layer of every lane becomes one wide matrix product.
-    k_shuffle = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), fold_id), 2**20)
+    params = network.init_params(sig, hp, jax.random.fold_in(key, 0))
+    opt_states = optim.init_optimizer_state(optim.make_optimizers(sig, hp), params)
+    return params, network.init_norm_state(sig), opt_states, jax.random.fold_in(key, 1)
 
-    params = network.init_params(sig, hp, k_init)
-    norm_state = network.init_norm_state(sig)
-    optimizers = optim.make_optimizers(sig, hp)
-    opt_states = optim.init_optimizer_state(optimizers, params)
 
-    n_rows, batch = fold.x_train.shape[0], sig.batch_size
-    n_batches = -(-n_rows // batch)
-    n_real = jnp.sum(fold.w_train)
-    steps_per_epoch = jnp.maximum(jnp.ceil(n_real / batch), 1.0)
-    total_steps = steps_per_epoch * hp.epochs
-    row_valid = (jnp.arange(n_batches * batch) < n_rows).reshape(n_batches, batch)
-
-    def loss_fn(p, ns, xb, yb, wb, drop_key):
-        logits, new_ns = network.forward(sig, p, ns, hp, xb, wb, train=True, key=drop_key)
+def _step_lane(sig: Signature, hp: LaneHparams, params, norm_state, opt_states, step,
+               dropout_key, xb, yb, wb, steps_per_epoch, total_steps):
+    """One minibatch update of one lane; returns the new state and the batch loss."""
+    def loss_fn(p, ns):
+        logits, new_ns = network.forward(sig, p, ns, hp, xb, wb, train=True, key=dropout_key)
         return loss_from_logits(sig.task, logits, yb, wb) + network.penalty(sig, p, hp), new_ns
 
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (loss, new_ns), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, norm_state)
+    lr = optim.learning_rate_at(sig, hp, step, steps_per_epoch, total_steps)
+    new_params, new_opt = optim.optimizer_step(optim.make_optimizers(sig, hp), opt_states,
+                                               grads, params, hp, lr)
+    return new_params, new_ns, new_opt, loss
 
-    def epoch_fn(carry, epoch):
-        u = jax.random.uniform(jax.random.fold_in(k_shuffle, epoch), (n_rows,))
-        order = jnp.argsort(jnp.where(fold.w_train > 0, u, 2.0))
-        order = jnp.pad(order, (0, n_batches * batch - n_rows)).reshape(n_batches, batch)
-        in_epochs = epoch < hp.epochs
 
-        def step_fn(carry, b):
-            params, norm_state, opt_states, step, diverged_at = carry
-            idx = order[b]
-            xb, yb = fold.x_train[idx], fold.y_train[idx]
-            wb = fold.w_train[idx] * row_valid[b]
-            drop_key = jax.random.fold_in(jax.random.fold_in(k_dropout, epoch), b)
-            (loss, new_ns), grads = grad_fn(params, norm_state, xb, yb, wb, drop_key)
-            lr = optim.learning_rate_at(sig, hp, step, steps_per_epoch, total_steps)
-            new_params, new_opt = optim.optimizer_step(optimizers, opt_states, grads, params,
-                                                       hp, lr)
-            n_b = jnp.sum(wb)
-            live = (n_b > 0) & in_epochs & (diverged_at < 0) & jnp.isfinite(loss)
-            carry = (
-                _where_tree(live, new_params, params),
-                _where_tree(live, new_ns, norm_state),
-                _where_tree(live, new_opt, opt_states),
-                step + live.astype(jnp.float32),
-                diverged_at,
-            )
-            return carry, (loss * n_b, n_b)
+def _eval_lane(sig: Signature, hp: LaneHparams, params, norm_state, x, y, w, y_shift, y_scale):
+    logits, _ = network.forward(sig, params, norm_state, hp, x, w)
+    metrics = compute_metrics(sig.task, logits, y, w, y_shift, y_scale)
+    if sig.metrics:  # metrics left out are dead code to XLA and never computed
+        metrics = {name: metrics[name] for name in sig.metrics}
+    return loss_from_logits(sig.task, logits, y, w), metrics
 
-        carry, (loss_sums, counts) = jax.lax.scan(step_fn, carry, jnp.arange(n_batches))
-        params, norm_state, opt_states, step, diverged_at = carry
-        train_loss = jnp.sum(loss_sums) / jnp.maximum(jnp.sum(counts), 1.0)
 
-        logits, _ = network.forward(sig, params, norm_state, hp, fold.x_val, fold.w_val)
-        val_loss = loss_from_logits(sig.task, logits, fold.y_val, fold.w_val)
-        metrics = compute_metrics(sig.task, logits, fold.y_val, fold.w_val,
-                                  fold.y_shift, fold.y_scale)
-        bad = in_epochs & ~(jnp.isfinite(train_loss) & jnp.isfinite(val_loss))
-        diverged_at = jnp.where((diverged_at < 0) & bad, epoch, diverged_at)
-        carry = (params, norm_state, opt_states, step, diverged_at)
-        return carry, (train_loss, val_loss, metrics)
-
-    carry = (params, norm_state, opt_states, jnp.float32(0.0), jnp.int32(-1))
-    carry, (train_loss, val_loss, metrics) = jax.lax.scan(
-        epoch_fn, carry, jnp.arange(sig.epochs)
-    )
-    params, norm_state, _, _, diverged_at = carry
-    return FitResult(train_loss, val_loss, metrics, diverged_at, params, norm_state)
+def _epoch_order(key, w_train, n_batches: int, batch: int):
+    """Row indices [n_batches, batch] of one fold's epoch: real rows in random order,
+    padding rows last. A 1-D uniform draw is prefix-stable, so extra padding does not
+    change the order of the real rows."""
+    n_rows = w_train.shape[0]
+    u = jax.random.uniform(key, (n_rows,))
+    order = jnp.argsort(jnp.where(w_train > 0, u, 2.0))
+    return jnp.pad(order, (0, n_batches * batch - n_rows)).reshape(n_batches, batch)
 
 
 @functools.partial(jax.jit, static_argnames=("sig",))
 def _fit_program(sig: Signature, hp: LaneHparams, folds: FoldStack, seed) -> FitResult:
-    lane = functools.partial(_fit_lane, sig)
-    over_folds = jax.vmap(lane, in_axes=(None, 0, 0, None))
-    over_trials = jax.vmap(over_folds, in_axes=(0, None, None, None))
-    return over_trials(hp, folds, jnp.arange(folds.x_train.shape[0]), seed)
+    n_folds, n_rows = folds.x_train.shape[:2]
+    batch = sig.batch_size
+    n_batches = -(-n_rows // batch)
+    fold_ids = jnp.arange(n_folds)
+    # The minibatch order depends on (seed, fold) only, as in scikit-learn where every
+    # candidate shares random_state: all trials of a fold read the same rows, so the
+    # first layer of every lane becomes one wide matrix product.
+    fold_keys = jax.vmap(
+        lambda f: jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), f), 2**20)
+    )(fold_ids)
+    n_real = jnp.sum(folds.w_train, axis=1)                          # [F]
+    steps_per_epoch = jnp.maximum(jnp.ceil(n_real / batch), 1.0)     # [F]
+    total_steps = steps_per_epoch[None, :] * hp.epochs[:, None]      # [P, F]
+    row_valid = (jnp.arange(n_batches * batch) < n_rows).reshape(n_batches, batch)
+
+    init = _lanes(functools.partial(_init_lane, sig), (0, None, None), (None, 0, None))
+    step_all = _lanes(functools.partial(_step_lane, sig),
+                      (0, 0, 0, 0, 0, 0, None, None, None, None, 0),
+                      (None, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+    eval_all = _lanes(functools.partial(_eval_lane, sig),
+                      (0, 0, 0, None, None, None, None, None),
+                      (None, 0, 0, 0, 0, 0, 0, 0))
+    params, norm_state, opt_states, dropout_keys = init(hp, fold_ids, seed)
+    n_trials = hp.learning_rate.shape[0]
+    steps = jnp.zeros((n_trials, n_folds))
+    diverged_at = jnp.full((n_trials, n_folds), -1, jnp.int32)
+
+    def epoch_fn(carry, epoch):
+        order = jax.vmap(lambda k, w: _epoch_order(jax.random.fold_in(k, epoch), w,
+                                                   n_batches, batch))(fold_keys, folds.w_train)
+        in_epochs = (epoch < hp.epochs)[:, None]                     # [P, 1]
+
+        def step_fn(carry, b):
+            params, norm_state, opt_states, steps, diverged_at = carry
+            idx = order[:, b]                                         # [F, B]
+            take = jax.vmap(lambda a, i: a[i])
+            xb, yb = take(folds.x_train, idx), take(folds.y_train, idx)
+            wb = take(folds.w_train, idx) * row_valid[b]
+            keys = jax.vmap(jax.vmap(
+                lambda k: jax.random.fold_in(jax.random.fold_in(k, epoch), b)))(dropout_keys)
+            new_params, new_ns, new_opt, loss = step_all(
+                hp, params, norm_state, opt_states, steps, keys, xb, yb, wb,
+                steps_per_epoch, total_steps)
+            live = ((jnp.sum(wb, axis=1) > 0)[None, :] & in_epochs & (diverged_at < 0)
+                    & jnp.isfinite(loss))                             # [P, F]
+            new = (new_params, new_ns, new_opt)
+            old = (params, norm_state, opt_states)
+            # Usually every lane steps: skip the per-lane select then (it costs a pass
+            # over every parameter and optimizer state).
+            params, norm_state, opt_states = jax.lax.cond(
+                jnp.all(live), lambda: new, lambda: _where_tree(live, new, old))
+            n_b = jnp.sum(wb, axis=1)[None, :]
+            carry = (params, norm_state, opt_states, steps + live, diverged_at)
+            return carry, (jnp.where(live | ~jnp.isfinite(loss), loss, 0.0) * n_b,
+                           jnp.broadcast_to(n_b, loss.shape))
+
+        carry, (loss_sums, counts) = jax.lax.scan(step_fn, carry, jnp.arange(n_batches))
+        params, norm_state, opt_states, steps, diverged_at = carry
+        train_loss = jnp.sum(loss_sums, 0) / jnp.maximum(jnp.sum(counts, 0), 1.0)
+        val_loss, metrics = eval_all(hp, params, norm_state, folds.x_val, folds.y_val,
+                                     folds.w_val, folds.y_shift, folds.y_scale)
+        bad = in_epochs & ~(jnp.isfinite(train_loss) & jnp.isfinite(val_loss))
+        diverged_at = jnp.where((diverged_at < 0) & bad, epoch, diverged_at)
+        return (params, norm_state, opt_states, steps, diverged_at), (train_loss, val_loss,
+                                                                        metrics)
+
+    carry = (params, norm_state, opt_states, steps, diverged_at)
+    carry, (train_loss, val_loss, metrics) = jax.lax.scan(epoch_fn, carry,
+                                                          jnp.arange(sig.epochs))
+    params, norm_state, _, _, diverged_at = carry
+    move = lambda a: jnp.moveaxis(a, 0, -1)  # noqa: E731 - [E, P, F] -> [P, F, E]
+    return FitResult(move(train_loss), move(val_loss),
+                     {k: move(v) for k, v in metrics.items()}, diverged_at, params, norm_state)
 
 
 def fit(sig: Signature, hp: LaneHparams, folds: FoldStack, seed: int = 0) -> FitResult:

@@ -28,7 +28,6 @@ from models.folds import FoldStack
 from models.hparams import (
     OPTIMIZER_FAMILY, Signature, TrialConfig, lane_hparams, signature_for,
 )
-from models.metrics import METRICS_BY_TASK
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +113,7 @@ class Executor:
             optimizers=self.choices.optimizers,
             inits=self.choices.inits,
             schedules=self.choices.schedules,
+            metrics=(self.metric,),
         )
 
     def _program_key(self, sig: Signature, n_lanes: int) -> tuple:
@@ -212,8 +212,8 @@ class Executor:
         epochs = config.epochs
         curves = {"train_loss": result.train_loss[lane, :, :epochs],
                   "val_loss": result.val_loss[lane, :, :epochs]}
-        for name in METRICS_BY_TASK[self.task]:
-            curves[f"val_{name}"] = result.val_metrics[name][lane, :, :epochs]
+        for name, values in result.val_metrics.items():
+            curves[f"val_{name}"] = values[lane, :, :epochs]
         diverged = result.diverged_epoch[lane]
         if (diverged >= 0).any():
             fold = int(np.argmax(diverged >= 0))
