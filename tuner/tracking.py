@@ -1,0 +1,425 @@
+"""MLflow tracking of a sweep: one parent run per invocation, one nested run per trial.
+
+The layout is a contract (docs/DESIGN.md, "Where results go"):
+
+- experiment = spec ``name``, tagged ``mlflow.experimentKind=custom_model_development``;
+- parent run: params (the spec's search settings), artifact ``spec.yaml``, metric
+  ``best_<metric>``, artifacts ``trials.csv`` and ``plots/*.png``;
+- trial run ``trial-<number>``: tags ``mlflow.parentRunId``, ``optuna.trial_number``
+  (``retry_of_trial``, ``fail_reason`` where they apply); params = the hyperparameters;
+  metrics ``cv_<metric>``, ``cv_<metric>_std`` and, per epoch (step = epoch from 0),
+  ``train_loss``, ``val_loss``, ``val_<metric>`` (fold means), ``fold<k>_val_loss``,
+  ``fold<k>_val_<metric>``; status FINISHED / FAILED / KILLED.
+
+Cost: a trial is one ``create_run``, ``ceil(values / 1000)`` ``log_batch`` calls and one
+``set_terminated``; never a call per value. Every call goes through an explicit
+``MlflowClient(tracking_uri)``: no global MLflow state is read or left behind (the one
+exception, ``model_logger``, sets it for the duration of the call and restores it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+
+from tuner import plots
+from tuner.stores import redact_url, sqlite_init_lock, sqlite_path
+
+if TYPE_CHECKING:
+    import optuna
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+# MLflow's limits (mlflow.utils.validation), held here so no environment variable changes
+# what gets written: MLflow truncates long values only while MLFLOW_TRUNCATE_LONG_VALUES
+# is on, and raises otherwise.
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAMS_TAGS_PER_BATCH = 100  # params and tags, each
+MAX_ENTITIES_PER_BATCH = 1000  # metrics + params + tags
+MAX_BATCH_BYTES = 900_000  # the REST request limit is 1e6 bytes of JSON; keep a margin
+MAX_PARAM_VAL_LENGTH = 6000
+MAX_TAG_VAL_LENGTH = 8000
+
+TAG_PARENT = "mlflow.parentRunId"
+TAG_TRIAL_NUMBER = "optuna.trial_number"
+TAG_RETRY_OF = "retry_of_trial"
+TAG_FAIL_REASON = "fail_reason"
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+RUN_STATUS = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "PRUNED": "KILLED"}
+TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
+
+
+@dataclass
+class TrialRecord:
+    """One finished trial, as the tracker logs it."""
+
+    number: int  # optuna trial number
+    params: dict[str, Any]  # hyperparameters under the space's names, plus fixed ones
+    state: str  # "COMPLETE" | "FAIL" | "PRUNED"
+    value: float | None  # fold mean of the metric
+    value_std: float | None
+    curves: dict[str, np.ndarray]  # each [F, E]: "train_loss", "val_loss", "val_<metric>"
+    fail_reason: str | None = None  # e.g. "diverged: loss nan at epoch 7"
+    retry_of: int | None = None  # number of the trial this one retries
+    extra_tags: dict[str, str] = field(default_factory=dict)
+    run_id: str | None = None  # the run made by ``begin_trials``; None: log_trials makes one
+
+
+def _clip(value: Any, limit: int, what: str) -> str:
+    s = str(value)
+    if len(s) > limit:
+        log.warning("%s is %d characters long; MLflow keeps %d, the rest is cut",
+                    what, len(s), limit)
+        s = s[:limit]
+    return s
+
+
+def _finite(x: Any) -> bool:
+    try:
+        return x is not None and math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def _batches(
+    metrics: Sequence[Metric], params: Sequence[Param], tags: Sequence[RunTag]
+) -> Iterator[tuple[list[Metric], list[Param], list[RunTag]]]:
+    """Pack entities into as few ``log_batch`` calls as MLflow's limits allow: each call
+    takes up to 100 tags and 100 params, then fills up with metrics to 1000 entities,
+    all under the REST request's size limit."""
+    queues: list[list[Any]] = [list(tags), list(params), list(metrics)]
+    caps = (MAX_PARAMS_TAGS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH, MAX_METRICS_PER_BATCH)
+
+    def n_bytes(e: Any) -> int:
+        return len(e.key) + (len(e.value) if isinstance(e.value, str) else 32) + 64
+
+    while any(queues):
+        batch: list[list[Any]] = [[], [], []]
+        size = count = 0
+        for kind, queue in enumerate(queues):
+            taken = 0
+            while taken < len(queue) and len(batch[kind]) < caps[kind]:
+                b = n_bytes(queue[taken])
+                if count >= MAX_ENTITIES_PER_BATCH or (count and size + b > MAX_BATCH_BYTES):
+                    break
+                batch[kind].append(queue[taken])
+                size, count, taken = size + b, count + 1, taken + 1
+            del queue[:taken]
+        tags_b, params_b, metrics_b = batch
+        yield metrics_b, params_b, tags_b
+
+
+def curve_metrics(record: TrialRecord, metric: str, timestamp: int) -> list[Metric]:
+    """The trial's metrics: ``cv_*`` (COMPLETE only) and the per-epoch curves.
+
+    Non-finite points are left out, so a diverged curve stops at its last finite point
+    (MLflow would store NaN, but the UI's charts break on it). A fold mean is non-finite
+    as soon as one fold is.
+    """
+    out: list[Metric] = []
+    if record.state == "COMPLETE":
+        for key, v in ((f"cv_{metric}", record.value), (f"cv_{metric}_std", record.value_std)):
+            if _finite(v):
+                out.append(Metric(key, float(v), timestamp, 0))
+
+    def add(key: str, values: np.ndarray) -> None:
+        for step in np.flatnonzero(np.isfinite(values)).tolist():
+            out.append(Metric(key, float(values[step]), timestamp, step))
+
+    for name in ("train_loss", "val_loss", f"val_{metric}"):
+        if name not in record.curves:
+            continue
+        arr = np.atleast_2d(np.asarray(record.curves[name], dtype=np.float64))
+        with np.errstate(all="ignore"):
+            add(name, arr.mean(axis=0))
+        for k, fold in enumerate(arr):
+            add(f"fold{k}_{name}", fold)
+    return out
+
+
+class SweepTracker:
+    """Writes one sweep into an MLflow experiment (see the module docstring for the layout).
+
+    ``artifact_location`` (a ``file://`` URI, or any artifact-store URI) is used when the
+    experiment is created; an existing experiment keeps its own. When it is None and the
+    tracking store is a sqlite file, it defaults to ``artifacts/`` next to that file, never
+    to MLflow's cwd-relative ``./mlartifacts``.
+    """
+
+    def __init__(self, tracking_uri: str, experiment_name: str, metric: str, *,
+                 artifact_location: str | None = None) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment_name = experiment_name
+        self.metric = metric
+        if artifact_location is None and (db := sqlite_path(tracking_uri)) is not None:
+            artifact_location = (db.expanduser().resolve().parent / "artifacts").as_uri()
+        self.artifact_location = artifact_location
+        self.parent_run_id: str | None = None
+        self.trial_run_ids: dict[int, str] = {}
+        # The first opening of a fresh sqlite store runs MLflow's schema migrations, which
+        # fail when two processes do it at once: serialize it.
+        with sqlite_init_lock(tracking_uri):
+            self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+            self.experiment_id: str = self._get_or_create_experiment()
+
+    def __repr__(self) -> str:
+        return (f"SweepTracker({redact_url(self.tracking_uri)!r}, {self.experiment_name!r}, "
+                f"experiment_id={self.experiment_id!r}, parent_run_id={self.parent_run_id!r})")
+
+    # -- experiment --------------------------------------------------------------------
+
+    def _get_or_create_experiment(self) -> str:
+        exp = self.client.get_experiment_by_name(self.experiment_name)
+        if exp is None:
+            try:
+                return self.client.create_experiment(
+                    self.experiment_name,
+                    artifact_location=self.artifact_location,
+                    tags={TAG_EXPERIMENT_KIND: EXPERIMENT_KIND},
+                )
+            except MlflowException as e:
+                # Another process created it between our read and our write.
+                if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                exp = self.client.get_experiment_by_name(self.experiment_name)
+                if exp is None:
+                    raise
+        if exp.lifecycle_stage == "deleted":
+            log.warning("MLflow experiment %r (id %s) was deleted; restoring it",
+                        self.experiment_name, exp.experiment_id)
+            self.client.restore_experiment(exp.experiment_id)
+        if exp.tags.get(TAG_EXPERIMENT_KIND) != EXPERIMENT_KIND:
+            self.client.set_experiment_tag(exp.experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND)
+        return exp.experiment_id
+
+    # -- writing -----------------------------------------------------------------------
+
+    def _log(self, run_id: str, metrics: Sequence[Metric] = (),
+             params: dict[str, Any] | None = None, tags: dict[str, Any] | None = None) -> None:
+        p = [Param(str(k), _clip(v, MAX_PARAM_VAL_LENGTH, f"param {k!r}"))
+             for k, v in (params or {}).items()]
+        t = [RunTag(str(k), _clip(v, MAX_TAG_VAL_LENGTH, f"tag {k!r}"))
+             for k, v in (tags or {}).items()]
+        for mb, pb, tb in _batches(metrics, p, t):
+            self.client.log_batch(run_id, metrics=mb, params=pb, tags=tb)
+
+    def _abort(self, run_id: str) -> None:
+        """Best effort: do not leave a run RUNNING after a write failed half way."""
+        try:
+            self.client.set_terminated(run_id, "FAILED")
+        except Exception:  # noqa: BLE001 - the original error matters more
+            log.warning("could not mark run %s FAILED", run_id, exc_info=True)
+
+    def start_sweep(self, spec_yaml: str, params: dict[str, Any], tags: dict[str, str],
+                    run_name: str | None = None) -> str:
+        """Open the parent run of this invocation: ``spec.yaml``, params and tags."""
+        run = self.client.create_run(self.experiment_id, run_name=run_name)
+        run_id = run.info.run_id
+        try:
+            self._log(run_id, params=params, tags=tags)
+            self.client.log_text(run_id, spec_yaml, "spec.yaml")
+        except BaseException:
+            self._abort(run_id)
+            raise
+        self.parent_run_id = run_id
+        return run_id
+
+    def log_trials(self, records: list[TrialRecord]) -> dict[int, str]:
+        """One nested run per record, all values in chunked ``log_batch`` calls.
+        Returns trial number -> run id."""
+        for r in records:
+            if r.state not in RUN_STATUS:
+                raise ValueError(f"trial {r.number}: state must be one of "
+                                 f"{sorted(RUN_STATUS)}, got {r.state!r}")
+        out: dict[int, str] = {}
+        for r in records:
+            tags = self._trial_tags(r.number, r.retry_of)
+            if r.fail_reason:
+                tags[TAG_FAIL_REASON] = _clip(r.fail_reason, MAX_TAG_VAL_LENGTH, "fail_reason")
+            params = r.params
+            if r.run_id is None:
+                run_id = self.client.create_run(self.experiment_id, tags=tags,
+                                                run_name=f"trial-{r.number}").info.run_id
+                extra_tags = r.extra_tags
+            else:  # begun earlier: params and contract tags are there already
+                run_id, params = r.run_id, {}
+                extra_tags = {**({TAG_FAIL_REASON: tags[TAG_FAIL_REASON]}
+                                 if TAG_FAIL_REASON in tags else {}), **r.extra_tags}
+            try:
+                metrics = curve_metrics(r, self.metric, int(time.time() * 1000))
+                self._log(run_id, metrics, params=params, tags=extra_tags)
+                self.client.set_terminated(run_id, RUN_STATUS[r.state])
+            except BaseException:
+                self._abort(run_id)
+                raise
+            out[r.number] = run_id
+            self.trial_run_ids[r.number] = run_id
+        return out
+
+    def _trial_tags(self, number: int, retry_of: int | None) -> dict[str, str]:
+        tags = {TAG_TRIAL_NUMBER: str(number)}
+        if self.parent_run_id is not None:
+            tags[TAG_PARENT] = self.parent_run_id
+        if retry_of is not None:
+            tags[TAG_RETRY_OF] = str(retry_of)
+        return tags
+
+    def begin_trials(self, trials: list[tuple[int, dict[str, Any], int | None]]
+                     ) -> dict[int, str]:
+        """Open a RUNNING run per (number, params, retry_of) before training, so a trial
+        that never finishes still has its run (closed later by ``close_runs``)."""
+        out: dict[int, str] = {}
+        for number, params, retry_of in trials:
+            run_id = self.client.create_run(self.experiment_id,
+                                            tags=self._trial_tags(number, retry_of),
+                                            run_name=f"trial-{number}").info.run_id
+            try:
+                self._log(run_id, params=params)
+            except BaseException:
+                self._abort(run_id)
+                raise
+            out[number] = run_id
+            self.trial_run_ids[number] = run_id
+        return out
+
+    def load_record(self, run_id: str | None, number: int) -> TrialRecord | None:
+        """Rebuild a finished trial's record (curves per fold) from its run, e.g. for the
+        best trial of an earlier invocation."""
+        if not run_id:
+            return None
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            return None
+        curves: dict[str, np.ndarray] = {}
+        for name in ("train_loss", "val_loss", f"val_{self.metric}"):
+            folds = []
+            for k in range(1000):
+                key = f"fold{k}_{name}"
+                if key not in run.data.metrics:
+                    break
+                history = sorted(self.client.get_metric_history(run_id, key),
+                                 key=lambda m: m.step)
+                folds.append([m.value for m in history])
+            if folds:
+                width = max(len(f) for f in folds)
+                curves[name] = np.array([f + [np.nan] * (width - len(f)) for f in folds])
+        value = run.data.metrics.get(f"cv_{self.metric}")
+        std = run.data.metrics.get(f"cv_{self.metric}_std")
+        return TrialRecord(number, dict(run.data.params), "COMPLETE", value, std, curves,
+                           run_id=run_id)
+
+    def close_runs(self, run_ids: list[str], status: str = "KILLED",
+                   reason: str | None = None) -> None:
+        """Terminate runs left RUNNING (trials lost to a crash or an interrupt); runs that
+        already ended keep their status. ``reason`` goes to the ``fail_reason`` tag."""
+        if status not in TERMINAL_STATUSES:
+            raise ValueError(f"status must be one of {TERMINAL_STATUSES}, got {status!r}")
+        for run_id in run_ids:
+            try:
+                if self.client.get_run(run_id).info.status not in ("RUNNING", "SCHEDULED"):
+                    continue
+                if reason:
+                    self.client.set_tag(run_id, TAG_FAIL_REASON,
+                                        _clip(reason, MAX_TAG_VAL_LENGTH, "reason"))
+                self.client.set_terminated(run_id, status)
+            except MlflowException:
+                log.warning("could not close run %s", run_id, exc_info=True)
+
+    def finish_sweep(self, trials_df: "pd.DataFrame | None", best: TrialRecord | None,
+                     study: "optuna.Study | None", status: str = "FINISHED",
+                     model_logger: Callable[[str], None] | None = None) -> None:
+        """Close the parent run: ``best_<metric>``, ``trials.csv``, ``plots/*.png``, the
+        model (``model_logger(parent_run_id)``, called inside the parent run's fluent
+        context), then status. A plot that cannot be drawn is skipped with a warning; an
+        error from ``model_logger`` propagates after the run has been terminated."""
+        if status not in TERMINAL_STATUSES:
+            raise ValueError(f"status must be one of {TERMINAL_STATUSES}, got {status!r}")
+        run_id = self.parent_run_id
+        if run_id is None:
+            raise RuntimeError("finish_sweep() before start_sweep()")
+        try:
+            metrics, tags = [], {}
+            if best is not None:
+                tags["best_trial_number"] = str(best.number)
+                if best.number in self.trial_run_ids:
+                    tags["best_trial_run_id"] = self.trial_run_ids[best.number]
+                if _finite(best.value):
+                    metrics.append(Metric(f"best_{self.metric}", float(best.value),
+                                          int(time.time() * 1000), 0))
+            self._log(run_id, metrics, tags=tags)
+            with tempfile.TemporaryDirectory(prefix="tuner-sweep-") as tmp:
+                d = Path(tmp)
+                if trials_df is not None:
+                    trials_df.to_csv(d / "trials.csv", index=False)
+                self._draw_plots(d / "plots", best, study)
+                self.client.log_artifacts(run_id, str(d))
+            if model_logger is not None:
+                with self._fluent_run(run_id):
+                    model_logger(run_id)
+        finally:
+            self.client.set_terminated(run_id, status)
+
+    def _draw_plots(self, out: Path, best: TrialRecord | None,
+                    study: "optuna.Study | None") -> None:
+        out.mkdir()
+        jobs: list[tuple[str, Callable[[Path], str | None]]] = []
+        if study is not None:
+            jobs.append(("optimization_history.png",
+                         lambda path: plots.save_optimization_history(study, path)))
+            jobs.append(("param_importances.png",
+                         lambda path: plots.save_param_importances(study, path)))
+        if best is not None:
+            title = f"trial {best.number}"
+            if _finite(best.value):
+                title += f": {self.metric} = {float(best.value):.4g}"
+                if _finite(best.value_std):
+                    title += f" ± {float(best.value_std):.2g}"
+            jobs.append(("best_trial_curves.png",
+                         lambda path: plots.save_learning_curves(best.curves, self.metric,
+                                                                 path, title)))
+        for name, job in jobs:
+            try:
+                why = job(out / name)
+            except Exception as e:  # noqa: BLE001 - a plot never fails the sweep
+                why = f"{type(e).__name__}: {e}"
+            if why is not None:
+                log.warning("plot %s skipped: %s", name, why)
+                (out / name).unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def _fluent_run(self, run_id: str) -> Iterator[None]:
+        """``mlflow.start_run(run_id)`` on this tracker's store, for code that can only log
+        through MLflow's fluent API (``mlflow.<flavor>.log_model``). The global tracking
+        URI (and ``MLFLOW_TRACKING_URI``, which ``set_tracking_uri`` writes) is restored."""
+        import mlflow
+        from mlflow.tracking._tracking_service import utils as tracking_utils
+
+        prev_uri = getattr(tracking_utils, "_tracking_uri", None)
+        prev_env = os.environ.get("MLFLOW_TRACKING_URI")
+        mlflow.set_tracking_uri(self.tracking_uri)
+        try:
+            with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+                yield
+        finally:
+            mlflow.set_tracking_uri(prev_uri)
+            if prev_env is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = prev_env
