@@ -27,6 +27,7 @@ from tuner.cv import make_folds
 from tuner.data import Dataset
 from tuner.executor import Choices, Executor, TrialOutcome, choices_for_space
 from tuner.spec import Range, SweepSpec
+from tuner.stores import sqlite_init_lock
 from tuner.tracking import SweepTracker, TrialRecord
 
 log = logging.getLogger(__name__)
@@ -101,19 +102,21 @@ class Sweep:
         self.study_name = study_name or spec.name
         self.batch = batch or spec.search.batch
         self.storage_url = storage_url
-        # Storage first: an unreachable database fails before anything is written.
-        self.storage = search.open_storage(storage_url, on_stale=self._on_stale)
-        self.tracker = SweepTracker(tracking_uri, self.study_name, self.spec.metric,
-                                    artifact_location=artifact_location)
         sampler = search.make_sampler(self.spec, worker)
         pruner = search.make_pruner(self.spec)
-        if allow_create:
-            self.study = search.create_or_load_study(
-                self.storage, self.study_name, self.spec, dataset.fingerprint(), sampler, pruner)
-        else:
-            self.study = optuna.load_study(study_name=self.study_name, storage=self.storage,
-                                           sampler=sampler, pruner=pruner)
-            search.check_data(self.study, dataset.fingerprint())
+        # Storage first: an unreachable database fails before anything is written. The
+        # lock keeps two processes from creating one sqlite schema at once.
+        with sqlite_init_lock(storage_url):
+            self.storage = search.open_storage(storage_url, on_stale=self._on_stale)
+            if allow_create:
+                self.study = search.create_or_load_study(
+                    self.storage, self.study_name, self.spec, dataset.fingerprint(),
+                    sampler, pruner)
+            else:
+                self.study = search.load_study(self.storage, self.study_name, sampler, pruner)
+                search.check_data(self.study, dataset.fingerprint())
+        self.tracker = SweepTracker(tracking_uri, self.study_name, self.spec.metric,
+                                    artifact_location=artifact_location)
         self.distributions = search.distributions(self.spec)
         folds, _ = make_folds(dataset, self.spec.cv.folds, self.spec.cv.stratified,
                               self.spec.cv.shuffle, self.spec.cv.seed)

@@ -70,17 +70,35 @@ class TunedModelPyfunc(mlflow.pyfunc.PythonModel):
     def __init__(self, best: BestModel):
         self.best = best
 
-    def predict(self, context, model_input, params=None):  # noqa: ARG002 - mlflow's hook
+    # The DataFrame hint is one MLflow accepts without schema inference from the hint
+    # (the input example gives the signature); numpy arrays are converted by pyfunc.
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:  # noqa: ARG002
         return self.best.predict(model_input)
 
 
 def log_best_model(best: BestModel, X_example: np.ndarray) -> None:
     """Log ``best`` as an MLflow model named "model" in the active run."""
-    example = pd.DataFrame(np.asarray(X_example[:5], np.float32),
-                           columns=list(best.feature_names))
+    # An unnamed float32 tensor signature: predict takes a plain [n, d] array (or a
+    # DataFrame with the columns in training order).
+    example = np.asarray(X_example[:5], np.float32)
+    # Explicit requirements: MLflow's inference of them imports the model in a
+    # subprocess and takes seconds.
     mlflow.pyfunc.log_model(
         name="model",
         python_model=TunedModelPyfunc(best),
         input_example=example,
-        code_paths=None,
+        pip_requirements=_requirements(),
     )
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for dist in ("tuner", "jax", "jaxlib", "optax", "numpy", "pandas", "scikit-learn",
+                 "pydantic", "pyyaml", "mlflow"):
+        try:
+            out.append(f"{dist}=={version(dist)}")
+        except PackageNotFoundError:
+            continue
+    return out

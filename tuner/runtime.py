@@ -13,11 +13,19 @@ CACHE_ENV = "TUNER_JAX_CACHE"
 
 def quiet_libraries() -> None:
     """MLflow, alembic and Optuna talk a lot at INFO; the CLI shows its own progress."""
+    import mlflow  # noqa: F401 - it configures its loggers on import; override after
+
     for name in ("mlflow", "alembic", "optuna", "urllib3", "git"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Logging a python_model always warns about CloudPickle; the model is our own class.
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
+    logging.getLogger("mlflow.models.model").setLevel(logging.ERROR)
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     warnings.filterwarnings("ignore", category=optuna_experimental_warning())
     warnings.filterwarnings("ignore", message=".*Pydantic.*")
+    # We record heartbeats ourselves for the batched ask/tell loop (engine._Heartbeat).
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+    warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
 
 
 def optuna_experimental_warning() -> type[Warning]:

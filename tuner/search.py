@@ -55,12 +55,20 @@ def distributions(spec: SweepSpec) -> dict[str, BaseDistribution]:
     return out
 
 
+class BatchGridSampler(optuna.samplers.GridSampler):
+    """GridSampler for an ask/tell loop: Optuna's calls ``study.stop()`` when the grid is
+    exhausted, which raises outside ``optimize``; here the loop owns the budget."""
+
+    def after_trial(self, study, trial, state, values) -> None:  # noqa: ARG002
+        return None
+
+
 def make_sampler(spec: SweepSpec, worker: int = 0) -> optuna.samplers.BaseSampler:
     """Seeded sampler; each worker of a shared study gets its own seed."""
     seed = spec.search.seed + 1000003 * worker
     method = spec.search.method
     if method == "grid":
-        return optuna.samplers.GridSampler(grid_points(spec), seed=seed)
+        return BatchGridSampler(grid_points(spec), seed=seed)
     if method == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     # Constant liar keeps a batch of proposals apart while their results are pending.
@@ -75,14 +83,18 @@ def make_pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
     }[spec.search.pruner]()
 
 
+DEFAULT_TRIALS = 20
+
+
 def target_trials(spec: SweepSpec, trials: int | None) -> int:
-    if trials is not None:
-        return trials
-    if spec.search.trials is not None:
-        return spec.search.trials
+    """The study's budget: asked for, else the spec's; a grid holds at most its points."""
+    wanted = trials if trials is not None else spec.search.trials
     if spec.search.method == "grid":
-        return math.prod(len(v) for v in grid_points(spec).values())
-    return 20
+        size = math.prod(len(v) for v in grid_points(spec).values())
+        if wanted is not None and wanted > size:
+            log.warning("the grid has %d points; %d trials asked, running %d", size, wanted, size)
+        return size if wanted is None else min(wanted, size)
+    return DEFAULT_TRIALS if wanted is None else wanted
 
 
 # --------------------------------------------------------------------------- storage
@@ -145,9 +157,10 @@ def check_data(study: optuna.Study, data_fp: str) -> None:
                         "use --study NAME for a new sweep")
 
 
-def load_study(storage: RDBStorage, name: str) -> optuna.Study:
+def load_study(storage: RDBStorage, name: str, sampler=None, pruner=None) -> optuna.Study:
     try:
-        return optuna.load_study(study_name=name, storage=storage)
+        return optuna.load_study(study_name=name, storage=storage, sampler=sampler,
+                                 pruner=pruner)
     except KeyError:
         raise StorageError(f"study {name!r}: not found in the storage") from None
 
