@@ -57,7 +57,8 @@ class TrialOutcome:
 
 @dataclasses.dataclass
 class ExecutorStats:
-    programs_compiled: int = 0
+    programs_compiled: int = 0   # training programs built (compiled or loaded from cache)
+    cache_hits: int = 0          # programs loaded from the persistent compilation cache
     compile_seconds: float = 0.0
     train_seconds: float = 0.0
     useful_flops: float = 0.0
@@ -80,11 +81,6 @@ def lane_flops(sig_width: int, sig_depth: int, n_features: int, n_outputs: int,
     return 2.0 * 3.0 * per_row * rows * epochs
 
 
-def _lanes_padded(n: int) -> int:
-    """Trial-axis size of a program: powers of two, so few distinct shapes compile."""
-    return 1 << max(0, math.ceil(math.log2(max(n, 1))))
-
-
 class Executor:
     """Trains batches of configs on one FoldStack; remembers what it compiled."""
 
@@ -98,7 +94,7 @@ class Executor:
         self.choices = choices
         self.seed = seed
         self.stats = ExecutorStats()
-        self._compiled: set[tuple] = set()
+        self._compiled: dict[Signature, set[int]] = {}  # signature -> lane counts built
         self._compile_estimate_s = compile_estimate_s
         self._flops_per_s = flops_per_s
         self._n_train_real = float(np.asarray(folds.w_train).sum(axis=1).mean())
@@ -116,17 +112,23 @@ class Executor:
             metrics=(self.metric,),
         )
 
-    def _program_key(self, sig: Signature, n_lanes: int) -> tuple:
-        return (sig, _lanes_padded(n_lanes))
+    def _lane_seconds(self, sig: Signature) -> float:
+        return lane_flops(sig.width, sig.depth, sig.n_features, sig.n_outputs,
+                          self._n_train_real * self.folds.n_folds, sig.epochs) / self._flops_per_s
+
+    def _lanes_and_cost(self, sig: Signature, n: int) -> tuple[int, float]:
+        """How many lanes to run ``n`` trials in, and the estimated seconds.
+
+        A program already compiled for more lanes may serve (padding lanes cost compute);
+        otherwise a program of exactly ``n`` lanes is compiled.
+        """
+        per_lane = self._lane_seconds(sig)
+        options = [(n, self._compile_estimate_s * (n not in self._compiled.get(sig, ())))]
+        options += [(m, 0.0) for m in self._compiled.get(sig, ()) if m > n]
+        return min(((m, c + m * per_lane) for m, c in options), key=lambda mc: mc[1])
 
     def _cost(self, configs: Sequence[TrialConfig]) -> float:
-        sig = self.signature(configs)
-        flops = _lanes_padded(len(configs)) * lane_flops(
-            sig.width, sig.depth, sig.n_features, sig.n_outputs,
-            self._n_train_real * self.folds.n_folds, sig.epochs)
-        compile_s = 0.0 if self._program_key(sig, len(configs)) in self._compiled \
-            else self._compile_estimate_s
-        return compile_s + flops / self._flops_per_s
+        return self._lanes_and_cost(self.signature(configs), len(configs))[1]
 
     def plan_groups(self, configs: Sequence[TrialConfig]) -> list[list[int]]:
         """Indices of ``configs`` grouped into programs (see the module docstring)."""
@@ -177,23 +179,24 @@ class Executor:
 
     def _run_group(self, members: list[TrialConfig]) -> list[TrialOutcome]:
         sig = self.signature(members)
-        n_lanes = _lanes_padded(len(members))
+        n_lanes, _ = self._lanes_and_cost(sig, len(members))
         # Padding lanes repeat the first config; their results are dropped.
         lanes = members + [members[0]] * (n_lanes - len(members))
         hp = lane_hparams(lanes, sig)
-        key = self._program_key(sig, len(members))
-        fresh = key not in self._compiled
+        fresh = n_lanes not in self._compiled.get(sig, ())
 
         before = COMPILE_STATS.snapshot()
+        programs_before = train.compiled_programs()
         start = time.perf_counter()
         result = jax.device_get(train.fit(sig, hp, self.folds, self.seed))
         compile_s = COMPILE_STATS.compile_seconds - before.compile_seconds
         elapsed = time.perf_counter() - start - compile_s
         self.stats.compile_seconds += compile_s
-        self.stats.programs_compiled += COMPILE_STATS.compiles - before.compiles
+        self.stats.programs_compiled += train.compiled_programs() - programs_before
+        self.stats.cache_hits += COMPILE_STATS.cache_hits - before.cache_hits
         if fresh and compile_s > 0.05:  # learn what a compile costs here
             self._compile_estimate_s = 0.5 * self._compile_estimate_s + 0.5 * compile_s
-        self._compiled.add(key)
+        self._compiled.setdefault(sig, set()).add(n_lanes)
         self.stats.train_seconds += elapsed
 
         rows = self._n_train_real * self.folds.n_folds
