@@ -114,7 +114,9 @@ def init_params(sig: Signature, hp, key) -> dict:
         hidden.append(layer)
     d_in = sig.width if sig.depth else sig.n_features
     fan_in = width if sig.depth else jnp.float32(sig.n_features)
-    w_out = _init_matrix(jax.random.fold_in(key, sig.depth), sig, hp, d_in, sig.n_outputs,
+    # The output layer's key follows the lane's own depth, not the program's, so a lane
+    # draws the same weights whatever deeper bucket it runs in.
+    w_out = _init_matrix(jax.random.fold_in(key, hp.depth), sig, hp, d_in, sig.n_outputs,
                          fan_in, jnp.float32(sig.n_outputs))
     return {"hidden": hidden, "out": {"w": w_out * masks["out"], "b": jnp.zeros(sig.n_outputs)}}
 

@@ -17,6 +17,8 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from models import network, optim
 from models.folds import FoldStack
@@ -176,15 +178,33 @@ def _fit_program(sig: Signature, hp: LaneHparams, folds: FoldStack, seed) -> Fit
                      {k: move(v) for k, v in metrics.items()}, diverged_at, params, norm_state)
 
 
-def fit(sig: Signature, hp: LaneHparams, folds: FoldStack, seed: int = 0) -> FitResult:
+def fit(sig: Signature, hp: LaneHparams, folds: FoldStack, seed: int = 0,
+        devices: list | None = None) -> FitResult:
     """Train every trial of ``hp`` (arrays [P]) on every fold of ``folds``.
 
     Compiles once per ``sig`` and shapes (P, F, rows); call with the same P to reuse
-    the program (the executor pads the trial axis).
+    the program (the executor pads the trial axis). With several local devices (GPUs,
+    TPU cores, or CPU devices from --xla_force_host_platform_device_count) and P a
+    multiple of their count, the trial axis is sharded across them and the folds are
+    replicated; XLA partitions the program, results are the same as on one device.
     """
-    hp = LaneHparams(*(jnp.asarray(v) for v in hp))
-    folds = FoldStack(*(jnp.asarray(v) for v in folds))
+    devices = list(devices) if devices is not None else jax.local_devices()
+    n_trials = int(np.shape(hp.learning_rate)[0])
+    if len(devices) > 1 and n_trials % len(devices) == 0:
+        mesh = Mesh(np.asarray(devices), ("lanes",))
+        hp = jax.device_put(LaneHparams(*(jnp.asarray(v) for v in hp)),
+                            NamedSharding(mesh, PartitionSpec("lanes")))
+        folds = jax.device_put(FoldStack(*(jnp.asarray(v) for v in folds)),
+                               NamedSharding(mesh, PartitionSpec()))
+    else:
+        hp = LaneHparams(*(jnp.asarray(v) for v in hp))
+        folds = FoldStack(*(jnp.asarray(v) for v in folds))
     return _fit_program(sig, hp, folds, jnp.asarray(seed, jnp.uint32))
+
+
+def lane_multiple() -> int:
+    """Trial-axis sizes should be multiples of this to use every local device."""
+    return jax.local_device_count()
 
 
 def compiled_programs() -> int:

@@ -123,6 +123,9 @@ class Executor:
         otherwise a program of exactly ``n`` lanes is compiled.
         """
         per_lane = self._lane_seconds(sig)
+        # Shard evenly over local devices (a no-op with one device).
+        multiple = train.lane_multiple()
+        n = -(-n // multiple) * multiple
         options = [(n, self._compile_estimate_s * (n not in self._compiled.get(sig, ())))]
         options += [(m, 0.0) for m in self._compiled.get(sig, ()) if m > n]
         return min(((m, c + m * per_lane) for m, c in options), key=lambda mc: mc[1])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 
 import optuna
 from optuna.distributions import (
@@ -22,9 +23,12 @@ from tuner.stores import redact_url
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_INTERVAL_S = 5
-GRACE_PERIOD_S = 20
-MAX_RETRY = 3
+# A worker records a heartbeat for its running trials every HEARTBEAT_INTERVAL_S; a
+# trial silent for GRACE_PERIOD_S is stale: failed, its run closed, and retried (at most
+# MAX_RETRY times). The environment can shorten them (tests, fast-failing clusters).
+HEARTBEAT_INTERVAL_S = int(os.environ.get("TUNER_HEARTBEAT_S", "5"))
+GRACE_PERIOD_S = int(os.environ.get("TUNER_GRACE_S", "20"))
+MAX_RETRY = int(os.environ.get("TUNER_MAX_RETRY", "3"))
 
 ATTR_SPEC = "spec_yaml"
 ATTR_SPEC_FP = "spec_fingerprint"
