@@ -183,8 +183,10 @@ class Sweep:
                     time.sleep(search.HEARTBEAT_INTERVAL_S)
                     continue
                 asked = [self.study.ask(self.distributions) for _ in range(n)]
+                asked = self._drop_over_budget(asked, target)
                 heartbeat.watch([t._trial_id for t in asked])
-                self._run_batch(asked)
+                if asked:
+                    self._run_batch(asked)
                 asked = []
                 heartbeat.watch([])
         except KeyboardInterrupt:
@@ -197,6 +199,30 @@ class Sweep:
         counted, _, _ = search.budget_state(self.study)
         self._report(progress, counted, target, started)
         return SweepOutcome(self.study, self.tracker, self.records, self.executor, interrupted)
+
+    def _drop_over_budget(self, asked: list[optuna.Trial], target: int) -> list[optuna.Trial]:
+        """Workers asking at the same moment can together ask for more than the budget.
+        Trials are numbered in creation order, so the first ``target`` trials that are not
+        lost are the budget; a later one is closed as over budget (not counted, not
+        retried) and not trained."""
+        if search.is_sqlite(self.storage_url):
+            return asked  # one process: the count it saw is exact
+        trials = self.study.get_trials(deepcopy=False)
+        lost = search.lost_numbers(trials)
+        live = sorted(t.number for t in trials
+                      if t.number not in lost and t.state != TrialState.WAITING)
+        keep, drop = [], []
+        for t in asked:
+            (keep if live.index(t.number) < target else drop).append(t)
+        if drop:
+            reason = "over budget: other workers took the last trials"
+            run_ids = self.tracker.begin_trials([(t.number, {}, None) for t in drop])
+            self.tracker.close_runs(list(run_ids.values()), status="KILLED", reason=reason)
+            for t in drop:
+                t.set_user_attr(search.ATTR_RUN_ID, run_ids[t.number])
+                t.set_user_attr(search.ATTR_LOST, reason)
+                self.study.tell(t, state=TrialState.FAIL)
+        return keep
 
     def _target(self, trials: int | None) -> int:
         stored = self.study.user_attrs.get(search.ATTR_TARGET)
