@@ -46,6 +46,7 @@ def main(cache_dir: str) -> None:
         "train_s": ex.stats.train_seconds,
         "compile_s": ex.stats.compile_seconds,
         "programs": ex.stats.programs_compiled,
+        "cache_hits": ex.stats.cache_hits,
         "groups": len(ex.plan_groups(configs)),
         "padded_gflop": ex.stats.padded_flops / 1e9,
         "useful_gflop": ex.stats.useful_flops / 1e9,

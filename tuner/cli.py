@@ -119,10 +119,37 @@ def _run_sweep(sweep, trials, refit: bool):
         outcome = sweep.run(trials, progress=on_progress)
     result = finish(sweep, outcome, refit_best=refit)
     _print_best(result.study, sweep.spec.metric)
+    stats = sweep.executor.stats
+    out.print(f"time: training {stats.train_seconds:.1f}s, compiling "
+              f"{stats.compile_seconds:.1f}s ({stats.programs_compiled} programs, "
+              f"{stats.cache_hits} from cache), tracking {sweep.tracker.seconds:.1f}s")
+    _write_stats(sweep, result)
     _print_ui_hint(sweep.tracker)
     if outcome.interrupted:
         raise KeyboardInterrupt
     return result
+
+
+def _write_stats(sweep, result) -> None:
+    """Machine-readable figures for the benchmarks (TUNER_STATS_JSON=path)."""
+    path = os.environ.get("TUNER_STATS_JSON")
+    if not path:
+        return
+    import json
+
+    from tuner.finalize import best_trial_or_none
+
+    stats = sweep.executor.stats
+    best = best_trial_or_none(result.study)
+    with open(path, "w") as fh:
+        json.dump({
+            "train_s": stats.train_seconds, "compile_s": stats.compile_seconds,
+            "programs": stats.programs_compiled, "cache_hits": stats.cache_hits,
+            "padded_gflop": stats.padded_flops / 1e9, "useful_gflop": stats.useful_flops / 1e9,
+            "tracking_s": sweep.tracker.seconds,
+            "best_value": None if best is None else best.value,
+            "trials": len(result.study.trials),
+        }, fh)
 
 
 def _print_best(study, metric: str, top: int = 10) -> None:

@@ -45,10 +45,31 @@ class Progress:
 @dataclasses.dataclass
 class SweepOutcome:
     study: optuna.Study
-    tracker: SweepTracker
+    tracker: "TimedTracker"
     records: dict[int, TrialRecord]
     executor: Executor
     interrupted: bool = False
+
+
+class TimedTracker:
+    """The tracker, with the seconds spent in its calls counted (tracking overhead)."""
+
+    def __init__(self, tracker: SweepTracker):
+        self._tracker = tracker
+        self.seconds = 0.0
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._tracker, name)
+        if not callable(attr):
+            return attr
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return attr(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - start
+        return timed
 
 
 class _Heartbeat:
@@ -115,8 +136,9 @@ class Sweep:
             else:
                 self.study = search.load_study(self.storage, self.study_name, sampler, pruner)
                 search.check_data(self.study, dataset.fingerprint())
-        self.tracker = SweepTracker(tracking_uri, self.study_name, self.spec.metric,
-                                    artifact_location=artifact_location)
+        self.tracker = TimedTracker(SweepTracker(tracking_uri, self.study_name,
+                                                 self.spec.metric,
+                                                 artifact_location=artifact_location))
         self.distributions = search.distributions(self.spec)
         folds, _ = make_folds(dataset, self.spec.cv.folds, self.spec.cv.stratified,
                               self.spec.cv.shuffle, self.spec.cv.seed)
