@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tuner import stores
-from tuner.data import Dataset, from_arrays, load_data
+from tuner.data import Dataset, check_folds, from_arrays, load_data
 from tuner.finalize import TuneResult, finish
 from tuner.runtime import quiet_libraries, setup_compilation_cache
 from tuner.spec import ARRAYS_SOURCE, SweepSpec, load_spec, parse_spec
@@ -83,7 +83,10 @@ def _resolve(spec, space, data, task, method, seed, metric, folds, fixed, name, 
         dataset = from_arrays(X, y, task=task or sweep_spec.task)
     else:
         dataset = load_data(sweep_spec.data)
-    return sweep_spec.with_task(dataset.task), dataset
+    sweep_spec = sweep_spec.with_task(dataset.task)
+    # Before any store is created: a class with fewer rows than folds is bad input.
+    check_folds(dataset, sweep_spec.cv.folds, sweep_spec.cv.stratified)
+    return sweep_spec, dataset
 
 
 def _override(base: dict, task, method, seed, metric, folds, fixed, name, batch, trials) -> dict:

@@ -75,7 +75,7 @@ def _guard(fn):
 
 # --------------------------------------------------------------------------- helpers
 def _load_inputs(space: Path, method, trials, batch, seed):
-    from tuner.data import load_data
+    from tuner.data import check_folds, load_data
     from tuner.spec import load_spec, parse_spec
 
     spec = load_spec(space)
@@ -86,7 +86,10 @@ def _load_inputs(space: Path, method, trials, batch, seed):
         d["search"] = {**d.get("search", {}), **overrides}
         spec = parse_spec(d)
     dataset = load_data(spec.data)
-    return spec.with_task(dataset.task), dataset
+    spec = spec.with_task(dataset.task)
+    # Before any store is created: a class with fewer rows than folds is bad input.
+    check_folds(dataset, spec.cv.folds, spec.cv.stratified)
+    return spec, dataset
 
 
 def _stores(storage: Optional[str], tracking_uri: Optional[str]):

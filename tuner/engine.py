@@ -160,8 +160,18 @@ class Sweep:
     def _recover_orphans(self) -> None:
         """Fail and retry trials left RUNNING by a dead process."""
         if search.is_sqlite(self.storage_url):
-            # sqlite serves a single process: whatever is RUNNING now is an orphan.
-            for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            # sqlite serves a single process. A RUNNING trial with a fresh heartbeat
+            # means another live process: refuse rather than race it. The rest are
+            # orphans of a dead process.
+            running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            alive = search.live_trials(self.storage, self.study, running)
+            if alive:
+                raise search.StorageError(
+                    f"study {self.study_name!r} is being run by another process (trial "
+                    f"{alive[0].number} heartbeat within {search.GRACE_PERIOD_S}s); sqlite "
+                    "serves one process: wait for it, or share the study through "
+                    "PostgreSQL (--storage postgresql://...) with `tuner worker`")
+            for t in running:
                 self._lose(t, "lost: process ended before the trial finished")
         else:
             optuna.storages.fail_stale_trials(self.study)

@@ -204,3 +204,21 @@ def retry_callback() -> RetryHeartbeatStaleTrialCallback:
 
 def retried_from(trial: FrozenTrial) -> int | None:
     return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+
+
+def live_trials(storage: RDBStorage, study: optuna.Study, running: list[FrozenTrial]
+                ) -> list[FrozenTrial]:
+    """RUNNING trials whose worker is alive: a heartbeat recorded, and not stale.
+
+    Reads Optuna's heartbeat table (no public API tells whether a trial has a beat; a
+    trial killed between ask and its first beat has none and is an orphan).
+    """
+    from optuna.storages._rdb.models import TrialHeartbeatModel
+
+    stale = set(storage._get_stale_trial_ids(study._study_id))
+    session = storage.scoped_session()
+    try:
+        return [t for t in running if t._trial_id not in stale
+                and TrialHeartbeatModel.where_trial_id(t._trial_id, session) is not None]
+    finally:
+        session.close()
