@@ -194,7 +194,13 @@ def forward(sig: Signature, params: dict, norm_state: dict, hp, x, row_w=None,
     means, vars_ = [], []
     h = x
     for k, layer in enumerate(params["hidden"]):
-        z = h @ layer["w"] + layer["b"]
+        z = h @ layer["w"]
+        # Batch norm subtracts the batch mean, which cancels a bias before it: its exact
+        # gradient is 0, and adding it would only feed rounding noise to adaptive
+        # optimizers (adam normalises noise into full-size steps that shift the running
+        # mean, so evaluation would depend on the batch a trial ran in). It stays 0.
+        if sig.norm != "batch":
+            z = z + layer["b"]
         if sig.norm == "batch":
             z, m, v = _batch_norm(z, row_w, norm_state["mean"][k], norm_state["var"][k], train)
             means.append(m); vars_.append(v)
