@@ -5,10 +5,13 @@ Exit codes: 0 done, 2 bad input, 1 internal error, 130 interrupted (state kept).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 from typing import Optional
@@ -119,7 +122,9 @@ def _run_sweep(sweep, trials, refit: bool):
             best = "-" if p.best is None else f"{p.best:.4f}"
             bar.update(task, completed=p.done, total=p.total, best=best)
 
-        outcome = sweep.run(trials, progress=on_progress)
+        with _stop_on_first_ctrl_c() as stop:
+            outcome = sweep.run(trials, progress=on_progress, stop=stop)
+        outcome.interrupted = outcome.interrupted or stop.is_set()
     result = finish(sweep, outcome, refit_best=refit)
     _print_best(result.study, sweep.spec.metric)
     stats = sweep.executor.stats
@@ -153,6 +158,30 @@ def _write_stats(sweep, result) -> None:
             "best_value": None if best is None else best.value,
             "trials": len(result.study.trials),
         }, fh)
+
+
+@contextlib.contextmanager
+def _stop_on_first_ctrl_c():
+    """The first Ctrl-C lets the trials in flight finish and stops the sweep; a second one
+    stops at once. (A KeyboardInterrupt raised inside a database commit can leave the
+    sqlite store locked or the session unusable, so the first one never does that.)"""
+    stop = threading.Event()
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield stop  # SIGINT ignored (e.g. a background job) or handled by the caller
+        return
+
+    def on_sigint(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        console.print("stopping after the trials in flight (Ctrl-C again to stop now)")
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _print_best(study, metric: str, top: int = 10) -> None:

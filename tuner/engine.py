@@ -11,6 +11,7 @@ lost that way does not count toward the budget; its retry does.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import threading
@@ -85,13 +86,16 @@ class _Heartbeat:
         self._thread.start()
 
     def watch(self, trial_ids: list[int]) -> None:
+        """Beat for ``trial_ids`` from now on; a trial new to the list beats at once."""
         with self._lock:
+            new = [tid for tid in trial_ids if tid not in self._trial_ids]
             self._trial_ids = list(trial_ids)
-        self._record()
+        self._record(new)
 
-    def _record(self) -> None:
-        with self._lock:
-            ids = list(self._trial_ids)
+    def _record(self, ids: list[int] | None = None) -> None:
+        if ids is None:
+            with self._lock:
+                ids = list(self._trial_ids)
         for tid in ids:
             try:
                 self._storage.record_heartbeat(tid)
@@ -136,6 +140,8 @@ class Sweep:
             else:
                 self.study = search.load_study(self.storage, self.study_name, sampler, pruner)
                 search.check_data(self.study, dataset.fingerprint())
+        if n_trials := len(self.study.get_trials(deepcopy=False)):  # a continuation
+            self.study.sampler = search.make_sampler(self.spec, worker, offset=n_trials)
         self.tracker = TimedTracker(SweepTracker(tracking_uri, self.study_name,
                                                  self.spec.metric,
                                                  artifact_location=artifact_location))
@@ -187,7 +193,12 @@ class Sweep:
         if run_id:
             self.tracker.close_runs([run_id], status="KILLED", reason=reason)
         if len(frozen.system_attrs.get("retry_history", [])) < search.MAX_RETRY:
-            search.retry_callback()(self.study, frozen)
+            # The retry copies the trial's user attrs; the "lost" mark must not go with
+            # it, or the retry would never count toward the budget.
+            source = copy.deepcopy(frozen)
+            source.user_attrs = {k: v for k, v in frozen.user_attrs.items()
+                                 if k != search.ATTR_LOST}
+            search.retry_callback()(self.study, source)
 
     # ------------------------------------------------------------------ main loop
     def run(self, trials: int | None = None, progress: Callable[[Progress], None] | None = None,
@@ -214,7 +225,12 @@ class Sweep:
                 if n <= 0:  # others are finishing the last trials; watch for stale ones
                     time.sleep(search.HEARTBEAT_INTERVAL_S)
                     continue
-                asked = [self.study.ask(self.distributions) for _ in range(n)]
+                # Beat for each trial as soon as it is asked: a RUNNING trial without any
+                # heartbeat is never found stale, so a worker dying here would leave it
+                # RUNNING for good (and the others waiting for it).
+                for _ in range(n):
+                    asked.append(self.study.ask(self.distributions))
+                    heartbeat.watch([t._trial_id for t in asked])
                 asked = self._drop_over_budget(asked, target)
                 heartbeat.watch([t._trial_id for t in asked])
                 if asked:
@@ -223,14 +239,31 @@ class Sweep:
                 heartbeat.watch([])
         except KeyboardInterrupt:
             interrupted = True
+            if search.is_sqlite(self.storage_url):
+                # One process per sqlite study: every RUNNING trial is ours, also one
+                # the interrupt caught inside study.ask (not in ``asked`` yet).
+                asked = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             for t in asked:
                 self._lose(self.study._storage.get_trial(t._trial_id),
                            "lost: interrupted before the trial finished")
+            self._close_running_trial_runs("lost: interrupted before the trial finished")
         finally:
             heartbeat.stop()
         counted, _, _ = search.budget_state(self.study)
         self._report(progress, counted, target, started)
         return SweepOutcome(self.study, self.tracker, self.records, self.executor, interrupted)
+
+    def _close_running_trial_runs(self, reason: str) -> None:
+        """Close this invocation's trial runs still RUNNING: an interrupt can land after
+        MLflow committed a run and before its id reached Optuna or the tracker."""
+        parent = self.tracker.parent_run_id
+        if parent is None:
+            return
+        runs = self.tracker.client.search_runs(
+            [self.tracker.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent}' "
+                          "and attributes.status = 'RUNNING'")
+        self.tracker.close_runs([r.info.run_id for r in runs], status="KILLED", reason=reason)
 
     def _drop_over_budget(self, asked: list[optuna.Trial], target: int) -> list[optuna.Trial]:
         """Workers asking at the same moment can together ask for more than the budget.

@@ -21,6 +21,10 @@ def quiet_libraries() -> None:
     logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
     logging.getLogger("mlflow.models.model").setLevel(logging.ERROR)
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    # With an http tracking URI, MLflow prints "View run ... at: <tracking URI>/..." for
+    # every run it ends: one line per trial, and the URI's credentials in clear text.
+    # The CLI prints its own (redacted) link instead.
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     warnings.filterwarnings("ignore", category=optuna_experimental_warning())
     warnings.filterwarnings("ignore", message=".*Pydantic.*")
     # We record heartbeats ourselves for the batched ask/tell loop (engine._Heartbeat).

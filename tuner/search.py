@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 
 import optuna
 from optuna.distributions import (
@@ -67,12 +68,18 @@ class BatchGridSampler(optuna.samplers.GridSampler):
         return None
 
 
-def make_sampler(spec: SweepSpec, worker: int = 0) -> optuna.samplers.BaseSampler:
-    """Seeded sampler; each worker of a shared study gets its own seed."""
-    seed = spec.search.seed + 1000003 * worker
+def make_sampler(spec: SweepSpec, worker: int = 0, offset: int = 0
+                 ) -> optuna.samplers.BaseSampler:
+    """Seeded sampler; each worker of a shared study gets its own seed, and so does each
+    continuation of a study (``offset`` = trials it holds already): a sampler seeded as
+    before would restart its random stream and propose the same points again."""
     method = spec.search.method
     if method == "grid":
-        return BatchGridSampler(grid_points(spec), seed=seed)
+        # The seed shuffles the grid and trial n < grid size takes point n of that order:
+        # every process of one study must shuffle alike, or points run twice or never.
+        return BatchGridSampler(grid_points(spec), seed=spec.search.seed % 2**32)
+    # numpy (and so every Optuna sampler) takes seeds in [0, 2**32 - 1].
+    seed = (spec.search.seed + 1000003 * worker + 7919 * offset) % 2**32
     if method == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     # Constant liar keeps a batch of proposals apart while their results are pending.
@@ -114,18 +121,31 @@ def is_sqlite(url: str) -> bool:
 
 
 def open_storage(url: str, on_stale=None) -> RDBStorage:
-    """RDB storage with heartbeats; ``on_stale(study, trial)`` runs for stale trials."""
-    try:
-        return RDBStorage(
-            normalise_url(url),
-            heartbeat_interval=HEARTBEAT_INTERVAL_S,
-            grace_period=GRACE_PERIOD_S,
-            heartbeat_stale_trial_callback=on_stale,
-            engine_kwargs={"pool_pre_ping": True} if not is_sqlite(url) else None,
-        )
-    except Exception as exc:  # noqa: BLE001 - every storage failure is one line for the user
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StorageError(f"storage {redact_url(url)}: cannot open: {first}") from None
+    """RDB storage with heartbeats; ``on_stale(study, trial)`` runs for stale trials.
+
+    Workers that open a fresh database at the same moment race to create Optuna's tables
+    (PostgreSQL: duplicate key in pg_type, relation already exists, version row already
+    there); the loser finds them made, so it opens the storage again.
+    """
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    attempts = 1 if is_sqlite(url) else 3
+    for attempt in range(attempts):
+        try:
+            return RDBStorage(
+                normalise_url(url),
+                heartbeat_interval=HEARTBEAT_INTERVAL_S,
+                grace_period=GRACE_PERIOD_S,
+                heartbeat_stale_trial_callback=on_stale,
+                engine_kwargs={"pool_pre_ping": True} if not is_sqlite(url) else None,
+            )
+        except Exception as exc:  # noqa: BLE001 - every storage failure is one line
+            if isinstance(exc, (IntegrityError, ProgrammingError)) and attempt + 1 < attempts:
+                time.sleep(0.5)
+                continue
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StorageError(f"storage {redact_url(url)}: cannot open: {first}") from None
+    raise AssertionError("unreachable")
 
 
 def create_or_load_study(storage: RDBStorage, name: str, spec: SweepSpec, data_fp: str,
