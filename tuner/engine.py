@@ -157,11 +157,23 @@ class Sweep:
         """A trial whose worker died: close its MLflow run, then retry it."""
         run_id = trial.user_attrs.get(search.ATTR_RUN_ID)
         if run_id:
-            self.tracker.close_runs([run_id], status="KILLED",
-                                    reason="lost: worker stopped heartbeating")
+            self._close_dead_runs(run_id, "lost: worker stopped heartbeating")
         retries = len(trial.system_attrs.get("retry_history", []))
         if retries < search.MAX_RETRY:
             search.retry_callback()(study, trial)
+
+    def _close_dead_runs(self, run_id: str, reason: str) -> None:
+        """Close a lost trial's run and the sweep run of the process that owned it: that
+        process stopped heartbeating, so nobody else will ever end its sweep run."""
+        self.tracker.close_runs([run_id], status="KILLED", reason=reason)
+        try:
+            parent = self.tracker.client.get_run(run_id).data.tags.get("mlflow.parentRunId")
+        except Exception:  # noqa: BLE001 - the trial run itself is closed already
+            log.warning("could not read run %s", run_id, exc_info=True)
+            return
+        if parent and parent != self.tracker.parent_run_id:
+            self.tracker.close_runs([parent], status="KILLED",
+                                    reason="its process stopped (trials lost to heartbeat)")
 
     def _recover_orphans(self) -> None:
         """Fail and retry trials left RUNNING by a dead process."""
@@ -191,7 +203,7 @@ class Sweep:
         frozen = self.study._storage.get_trial(trial._trial_id)
         run_id = frozen.user_attrs.get(search.ATTR_RUN_ID)
         if run_id:
-            self.tracker.close_runs([run_id], status="KILLED", reason=reason)
+            self._close_dead_runs(run_id, reason)
         if len(frozen.system_attrs.get("retry_history", [])) < search.MAX_RETRY:
             # The retry copies the trial's user attrs; the "lost" mark must not go with
             # it, or the retry would never count toward the budget.
@@ -329,19 +341,33 @@ class Sweep:
         for t in asked:
             t.set_user_attr(search.ATTR_RUN_ID, run_ids[t.number])
         outcomes = self.executor.run(configs)
-        records = [self._record(t, p, o, run_ids[t.number])
-                   for t, p, o in zip(asked, params, outcomes)]
+        # A worker paused past the grace period finds some of its trials failed as stale
+        # by the others (who closed their runs and queued retries): drop those results.
+        still_ours = [self.study._storage.get_trial(t._trial_id).state == TrialState.RUNNING
+                      for t in asked]
+        for t, ours in zip(asked, still_ours):
+            if not ours:
+                log.warning("trial %d was failed as stale while this worker was stalled; "
+                            "its retry runs elsewhere", t.number)
+        kept = [(t, p, o) for t, p, o, ours in zip(asked, params, outcomes, still_ours) if ours]
+        asked = [t for t, _, _ in kept]
+        records = [self._record(t, p, o, run_ids[t.number]) for t, p, o in kept]
         self._apply_pruner(asked, records)
         self.tracker.log_trials(records)
         for t, rec in zip(asked, records):
-            if rec.fail_reason:
-                t.set_user_attr(search.ATTR_FAIL_REASON, rec.fail_reason)
-            if rec.state == "COMPLETE":
-                self.study.tell(t, rec.value)
-            elif rec.state == "PRUNED":
-                self.study.tell(t, state=TrialState.PRUNED)
-            else:
-                self.study.tell(t, state=TrialState.FAIL)
+            try:
+                if rec.fail_reason:
+                    t.set_user_attr(search.ATTR_FAIL_REASON, rec.fail_reason)
+                if rec.state == "COMPLETE":
+                    self.study.tell(t, rec.value)
+                elif rec.state == "PRUNED":
+                    self.study.tell(t, state=TrialState.PRUNED)
+                else:
+                    self.study.tell(t, state=TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                log.warning("trial %d was failed as stale by another worker meanwhile",
+                            t.number)
+                continue
             self.records[t.number] = rec
 
     def _record(self, trial: optuna.Trial, params: dict, o: TrialOutcome, run_id: str

@@ -171,8 +171,6 @@ def test_no_trial_is_left_running_in_optuna_or_mlflow(killed):
     assert len(survivors) == 2 and all(r.info.status == "FINISHED" for r in survivors)
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: the sweep (parent) run of a killed worker "
-                   "stays RUNNING; only its trial runs are closed by the survivors")
 def test_killed_workers_sweep_run_is_closed(killed):
     run = next(r for r in parent_runs(killed.runs) if r.info.run_id == killed.killed_parent)
     assert run.info.status != "RUNNING"
