@@ -7,6 +7,7 @@ seconds, compile seconds, programs compiled, training GFLOP.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -15,7 +16,7 @@ T0 = time.perf_counter()
 import numpy as np  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
-from models.compile_cache import enable_persistent_cache  # noqa: E402
+from models.compile_cache import enable_persistent_cache, use_cpu_cores_as_devices  # noqa: E402
 from models.hparams import TrialConfig  # noqa: E402
 from tuner.cv import make_folds  # noqa: E402
 from tuner.data import from_arrays  # noqa: E402
@@ -26,6 +27,8 @@ W1_GRID = [(lr, l2, width) for lr in (1e-3, 3e-3, 1e-2) for l2 in (1e-5, 1e-4, 1
 
 
 def main(cache_dir: str) -> None:
+    if os.environ.get("TUNER_CPU_DEVICES") != "1":
+        use_cpu_cores_as_devices()
     enable_persistent_cache(cache_dir)
     X, y = load_digits(return_X_y=True)
     dataset = from_arrays(X, y, task="multiclass")

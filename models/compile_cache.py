@@ -83,3 +83,23 @@ def enable_persistent_cache(path: str | None = None) -> str:
 
 
 install_listeners()
+
+
+def use_cpu_cores_as_devices(n: int | None = None) -> int:
+    """Expose the CPU as ``n`` JAX devices (default: the cores this process may use).
+
+    The trial axis is sharded over local devices; on a CPU machine separate devices run
+    their shards in parallel threads, which keeps every core busy through the many
+    small elementwise ops of a training step (matmuls alone would multithread anyway).
+    Must run before JAX initialises its backends; only the CPU backend is affected, so a
+    GPU or TPU machine still shards over its accelerators. Returns the count set, or 0
+    when the backends were already up.
+    """
+    if n is None:
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    n = max(1, min(int(n or 1), 64))
+    try:
+        jax.config.update("jax_num_cpu_devices", n)
+    except RuntimeError:  # backends already initialised: keep what is there
+        return 0
+    return n

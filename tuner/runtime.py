@@ -6,7 +6,7 @@ import logging
 import os
 import warnings
 
-from models.compile_cache import enable_persistent_cache
+from models.compile_cache import enable_persistent_cache, use_cpu_cores_as_devices
 
 CACHE_ENV = "TUNER_JAX_CACHE"
 
@@ -37,9 +37,16 @@ def optuna_experimental_warning() -> type[Warning]:
     return ExperimentalWarning
 
 
+def setup_devices() -> None:
+    """One JAX device per CPU core ($TUNER_CPU_DEVICES overrides; 1 turns it off)."""
+    wanted = os.environ.get("TUNER_CPU_DEVICES")
+    use_cpu_cores_as_devices(int(wanted) if wanted else None)
+
+
 def setup_compilation_cache() -> str | None:
     """JAX's persistent cache at $TUNER_JAX_CACHE (default ~/.cache/tuner/jax); "off"
     disables it."""
+    setup_devices()
     path = os.environ.get(CACHE_ENV)
     if path == "off":
         return None
