@@ -11,6 +11,7 @@ lost that way does not count toward the budget; its retry does.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -58,6 +59,15 @@ class TimedTracker:
     def __init__(self, tracker: SweepTracker):
         self._tracker = tracker
         self.seconds = 0.0
+
+    @contextlib.contextmanager
+    def not_counting(self):
+        """Leave out work done inside a tracker call that is not tracking (the refit)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds -= time.perf_counter() - start
 
     def __getattr__(self, name: str):
         attr = getattr(self._tracker, name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
 
@@ -61,23 +62,35 @@ def finish(sweep: Sweep, outcome: SweepOutcome, *, refit_best: bool = True) -> T
     """Summarise into the parent run and refit the best configuration."""
     study = outcome.study
     best = best_trial_or_none(study)
-    best_model = None
     best_record: TrialRecord | None = None
+    refit_job: concurrent.futures.Future | None = None
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="refit")
     if best is not None:
-        best_record = outcome.records.get(best.number) or sweep.tracker.load_record(
-            best.user_attrs.get(search.ATTR_RUN_ID), best.number)
         if refit_best and not outcome.interrupted:
             params = {**dict(sweep.spec.fixed), **best.params}
             origin = search.retried_from(best)
-            best_model = refit(sweep.dataset, params, sweep.spec.search.seed,
-                               origin if origin is not None else best.number)
+            # The refit (compile + train, outside the GIL) overlaps the summary and plots.
+            refit_job = pool.submit(refit, sweep.dataset, params, sweep.spec.search.seed,
+                                    origin if origin is not None else best.number)
+        best_record = outcome.records.get(best.number) or sweep.tracker.load_record(
+            best.user_attrs.get(search.ATTR_RUN_ID), best.number)
+    best_model: BestModel | None = None
 
     def model_logger(_run_id: str) -> None:
+        nonlocal best_model
+        if refit_job is not None:
+            with sweep.tracker.not_counting():
+                best_model = refit_job.result()
         if best_model is not None:
             log_best_model(best_model, np.asarray(sweep.dataset.X))
 
     status = "KILLED" if outcome.interrupted else "FINISHED"
-    sweep.tracker.finish_sweep(trials_dataframe(study), best_record, study, status=status,
-                               model_logger=model_logger)
+    try:
+        sweep.tracker.finish_sweep(trials_dataframe(study), best_record, study, status=status,
+                                   model_logger=model_logger)
+    finally:
+        pool.shutdown(wait=True)
+    if best_model is None and refit_job is not None:
+        best_model = refit_job.result()
     return TuneResult(study, sweep.spec.metric, best_model, sweep.tracker.experiment_id,
                       sweep.tracker.parent_run_id, outcome.interrupted)

@@ -79,14 +79,17 @@ class TunedModelPyfunc(mlflow.pyfunc.PythonModel):
 def log_best_model(best: BestModel, X_example: np.ndarray) -> None:
     """Log ``best`` as an MLflow model named "model" in the active run."""
     # An unnamed float32 tensor signature: predict takes a plain [n, d] array (or a
-    # DataFrame with the columns in training order).
+    # DataFrame with the columns in training order). Given explicitly, with explicit
+    # requirements: inferring either makes MLflow run the model (a fresh compile) or
+    # import it in a subprocess, seconds each.
     example = np.asarray(X_example[:5], np.float32)
-    # Explicit requirements: MLflow's inference of them imports the model in a
-    # subprocess and takes seconds.
+    output = (np.zeros(5, np.float32) if best.task == "regression"
+              else np.asarray(best.classes if best.classes is not None else [0] * 5)[:1]
+              .repeat(5))
     mlflow.pyfunc.log_model(
         name="model",
         python_model=TunedModelPyfunc(best),
-        input_example=example,
+        signature=mlflow.models.infer_signature(example, output),
         pip_requirements=_requirements(),
     )
 

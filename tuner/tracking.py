@@ -148,8 +148,9 @@ def curve_metrics(record: TrialRecord, metric: str, timestamp: int) -> list[Metr
         arr = np.atleast_2d(np.asarray(record.curves[name], dtype=np.float64))
         with np.errstate(all="ignore"):
             add(name, arr.mean(axis=0))
-        for k, fold in enumerate(arr):
-            add(f"fold{k}_{name}", fold)
+        if name != "train_loss":  # per-fold validation curves; train loss as the mean
+            for k, fold in enumerate(arr):
+                add(f"fold{k}_{name}", fold)
     return out
 
 
@@ -315,6 +316,10 @@ class SweepTracker:
                 if key not in run.data.metrics:
                     break
                 history = sorted(self.client.get_metric_history(run_id, key),
+                                 key=lambda m: m.step)
+                folds.append([m.value for m in history])
+            if not folds and name in run.data.metrics:  # only the fold mean is logged
+                history = sorted(self.client.get_metric_history(run_id, name),
                                  key=lambda m: m.step)
                 folds.append([m.value for m in history])
             if folds:

@@ -96,7 +96,7 @@ def test_run_grid_mlflow_trial_runs(grid_run):
         assert "cv_accuracy_std" in run.data.metrics
         curves = ["train_loss", "val_loss", "val_accuracy"] + [
             f"fold{k}_{name}" for k in range(FOLDS)
-            for name in ("train_loss", "val_loss", "val_accuracy")]
+            for name in ("val_loss", "val_accuracy")]
         for key in curves:
             history = client.get_metric_history(run.info.run_id, key)
             assert sorted(m.step for m in history) == list(range(EPOCHS)), key
