@@ -1,5 +1,6 @@
 """A worker uses every local device: the lanes of a batch are sharded across them, with the
-same results as on one device (CPU, --xla_force_host_platform_device_count=2)."""
+same results as on one device (CPU split into 2 devices, as --xla_force_host_platform_device_count=2
+does; the CLI sets it through TUNER_CPU_DEVICES / jax_num_cpu_devices)."""
 
 from __future__ import annotations
 
@@ -40,8 +41,8 @@ def _sweep(folder, env, devices: int):
     folder.mkdir()
     spec = spec_file(folder, "shard", search={"trials": 4, "batch": 2})
     env = dict(env)
-    if devices > 1:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    # The CLI makes one JAX device per CPU core unless TUNER_CPU_DEVICES says otherwise.
+    env["TUNER_CPU_DEVICES"] = str(devices)
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, "run", str(spec), "--no-refit"],
                             cwd=folder, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
