@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from tuner import stores
-from tuner.data import Dataset, check_folds, from_arrays, load_data
 from tuner.finalize import TuneResult, finish
+from tuner.inputs import resolve_inputs
 from tuner.runtime import quiet_libraries, setup_compilation_cache
-from tuner.spec import ARRAYS_SOURCE, SweepSpec, load_spec, parse_spec
+from tuner.spec import SweepSpec
 
 
 def tune(
@@ -38,8 +38,10 @@ def tune(
     Keyword arguments override the spec's search settings. Results go to the
     embedded stores under ``./mlruns`` unless ``storage``/``tracking_uri`` are given.
     """
-    sweep_spec, dataset = _resolve(spec, space, data, task, method, seed, metric, folds,
-                                   fixed, name, batch, trials)
+    sweep_spec, dataset = resolve_inputs(spec, space=space, data=data, task=task,
+                                         method=method, seed=seed, metric=metric,
+                                         folds=folds, fixed=fixed, name=name, batch=batch,
+                                         trials=trials)
     quiet_libraries()
     setup_compilation_cache()
     root = stores.results_root()
@@ -59,53 +61,3 @@ def tune(
     if outcome.interrupted:
         raise KeyboardInterrupt
     return result
-
-
-def _resolve(spec, space, data, task, method, seed, metric, folds, fixed, name, batch, trials
-             ) -> tuple[SweepSpec, Dataset]:
-    if spec is not None and space is not None:
-        raise TypeError("give either a spec or space=, not both")
-    if isinstance(spec, SweepSpec):
-        base = spec.to_dict()
-    elif isinstance(spec, Mapping):
-        base = dict(spec)
-    elif spec is not None:
-        loaded = load_spec(spec)
-        base = loaded.to_dict()
-    else:
-        if space is None or data is None:
-            raise TypeError("tune() needs a spec, or space= and data=(X, y)")
-        base = {"name": name or "tune", "data": {"source": ARRAYS_SOURCE}, "space": dict(space)}
-    base = _override(base, task, method, seed, metric, folds, fixed, name, batch, trials)
-    sweep_spec = parse_spec(base)
-    if data is not None:
-        X, y = data
-        dataset = from_arrays(X, y, task=task or sweep_spec.task)
-    else:
-        dataset = load_data(sweep_spec.data)
-    sweep_spec = sweep_spec.with_task(dataset.task)
-    # Before any store is created: a class with fewer rows than folds is bad input.
-    check_folds(dataset, sweep_spec.cv.folds, sweep_spec.cv.stratified)
-    return sweep_spec, dataset
-
-
-def _override(base: dict, task, method, seed, metric, folds, fixed, name, batch, trials) -> dict:
-    base = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in base.items()}
-    base.setdefault("search", {})
-    base.setdefault("cv", {})
-    base.setdefault("data", {})
-    if task is not None:
-        base["data"]["task"] = task
-    for key, value in (("method", method), ("seed", seed), ("batch", batch),
-                       ("trials", trials)):
-        if value is not None:
-            base["search"][key] = value
-    if folds is not None:
-        base["cv"]["folds"] = folds
-    if metric is not None:
-        base["metric"] = metric
-    if fixed is not None:
-        base["fixed"] = {**base.get("fixed", {}), **dict(fixed)}
-    if name is not None:
-        base["name"] = name
-    return base

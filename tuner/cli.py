@@ -78,21 +78,9 @@ def _guard(fn):
 
 # --------------------------------------------------------------------------- helpers
 def _load_inputs(space: Path, method, trials, batch, seed):
-    from tuner.data import check_folds, load_data
-    from tuner.spec import load_spec, parse_spec
+    from tuner.inputs import resolve_inputs
 
-    spec = load_spec(space)
-    overrides = {k: v for k, v in (("method", method), ("trials", trials), ("batch", batch),
-                                   ("seed", seed)) if v is not None}
-    if overrides:
-        d = spec.to_dict()
-        d["search"] = {**d.get("search", {}), **overrides}
-        spec = parse_spec(d)
-    dataset = load_data(spec.data)
-    spec = spec.with_task(dataset.task)
-    # Before any store is created: a class with fewer rows than folds is bad input.
-    check_folds(dataset, spec.cv.folds, spec.cv.stratified)
-    return spec, dataset
+    return resolve_inputs(space, method=method, trials=trials, batch=batch, seed=seed)
 
 
 def _stores(storage: Optional[str], tracking_uri: Optional[str]):

@@ -27,7 +27,7 @@ from models.hparams import TrialConfig
 from tuner import search
 from tuner.cv import make_folds
 from tuner.data import Dataset
-from tuner.executor import Choices, Executor, TrialOutcome, choices_for_space
+from tuner.executor import Choices, Executor, choices_for_space
 from tuner.spec import Range, SweepSpec
 from tuner.stores import sqlite_init_lock
 from tuner.tracking import SweepTracker, TrialRecord
@@ -335,19 +335,21 @@ class Sweep:
             pass
         progress(Progress(counted, target, best, time.perf_counter() - started))
 
-    def config_for(self, trial: optuna.Trial | FrozenTrial) -> TrialConfig:
-        params = {**dict(self.spec.fixed), **trial.params}
-        origin = search.retried_from(trial) if isinstance(trial, FrozenTrial) else None
-        # A retry trains with its original trial's keys, so it reproduces that trial.
-        key_trial = origin if origin is not None else trial.number
-        return TrialConfig.from_dict(params, seed=self.spec.search.seed, trial=key_trial)
+    def params_of(self, trial: FrozenTrial) -> dict:
+        """The trial's hyperparameters under the space's names, plus the fixed ones."""
+        return {**dict(self.spec.fixed), **trial.params}
+
+    def config_for(self, trial: FrozenTrial) -> TrialConfig:
+        return TrialConfig.from_dict(self.params_of(trial), seed=self.spec.search.seed,
+                                     trial=search.key_trial(trial))
 
     def _run_batch(self, asked: list[optuna.Trial]) -> None:
         frozen = [self.study._storage.get_trial(t._trial_id) for t in asked]
         configs = [self.config_for(t) for t in frozen]
-        params = [{**dict(self.spec.fixed), **t.params} for t in frozen]
-        run_ids = self.tracker.begin_trials(
-            [(t.number, p, search.retried_from(t)) for t, p in zip(frozen, params)])
+        params = [self.params_of(t) for t in frozen]
+        retry_of = [search.retried_from(t) for t in frozen]
+        run_ids = self.tracker.begin_trials(list(zip([t.number for t in frozen], params,
+                                                     retry_of)))
         for t in asked:
             t.set_user_attr(search.ATTR_RUN_ID, run_ids[t.number])
         outcomes = self.executor.run(configs)
@@ -359,9 +361,13 @@ class Sweep:
             if not ours:
                 log.warning("trial %d was failed as stale while this worker was stalled; "
                             "its retry runs elsewhere", t.number)
-        kept = [(t, p, o) for t, p, o, ours in zip(asked, params, outcomes, still_ours) if ours]
-        asked = [t for t, _, _ in kept]
-        records = [self._record(t, p, o, run_ids[t.number]) for t, p, o in kept]
+        kept = [(t, p, o, r) for t, p, o, r, ours
+                in zip(asked, params, outcomes, retry_of, still_ours) if ours]
+        asked = [t for t, *_ in kept]
+        records = [TrialRecord(number=t.number, params=p, state=o.state, value=o.value,
+                               value_std=o.value_std, curves=o.curves,
+                               fail_reason=o.fail_reason, retry_of=r, run_id=run_ids[t.number])
+                   for t, p, o, r in kept]
         self._apply_pruner(asked, records)
         self.tracker.log_trials(records)
         for t, rec in zip(asked, records):
@@ -379,13 +385,6 @@ class Sweep:
                             t.number)
                 continue
             self.records[t.number] = rec
-
-    def _record(self, trial: optuna.Trial, params: dict, o: TrialOutcome, run_id: str
-                ) -> TrialRecord:
-        frozen = self.study._storage.get_trial(trial._trial_id)
-        return TrialRecord(number=trial.number, params=params, state=o.state, value=o.value,
-                           value_std=o.value_std, curves=o.curves, fail_reason=o.fail_reason,
-                           retry_of=search.retried_from(frozen), run_id=run_id)
 
     def _apply_pruner(self, asked: list[optuna.Trial], records: list[TrialRecord]) -> None:
         """Report each epoch's fold-mean metric; a pruned trial keeps its curve up to the

@@ -67,11 +67,9 @@ def finish(sweep: Sweep, outcome: SweepOutcome, *, refit_best: bool = True) -> T
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="refit")
     if best is not None:
         if refit_best and not outcome.interrupted:
-            params = {**dict(sweep.spec.fixed), **best.params}
-            origin = search.retried_from(best)
             # The refit (compile + train, outside the GIL) overlaps the summary and plots.
-            refit_job = pool.submit(refit, sweep.dataset, params, sweep.spec.search.seed,
-                                    origin if origin is not None else best.number)
+            refit_job = pool.submit(refit, sweep.dataset, sweep.params_of(best),
+                                    sweep.spec.search.seed, search.key_trial(best))
         best_record = outcome.records.get(best.number) or sweep.tracker.load_record(
             best.user_attrs.get(search.ATTR_RUN_ID), best.number)
     best_model: BestModel | None = None

@@ -226,6 +226,13 @@ def retried_from(trial: FrozenTrial) -> int | None:
     return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
 
 
+def key_trial(trial: FrozenTrial) -> int:
+    """The trial number a trial trains with: a retry reuses its original trial's keys,
+    so it reproduces the result that trial would have had."""
+    origin = retried_from(trial)
+    return trial.number if origin is None else origin
+
+
 def live_trials(storage: RDBStorage, study: optuna.Study, running: list[FrozenTrial]
                 ) -> list[FrozenTrial]:
     """RUNNING trials whose worker is alive: a heartbeat recorded, and not stale.
