@@ -17,6 +17,8 @@ import threading
 import jax
 from jax import monitoring
 
+from models import program_store
+
 _BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
 _TRACE = "/jax/core/compile/jaxpr_trace_duration"
 _LOWER = "/jax/core/compile/jaxpr_to_mlir_module_duration"
@@ -72,12 +74,14 @@ def default_cache_dir() -> str:
 
 
 def enable_persistent_cache(path: str | None = None) -> str:
-    """Turn on JAX's persistent compilation cache at ``path`` (created if missing)."""
+    """Turn on JAX's persistent compilation cache at ``path`` (created if missing), and
+    keep exported training programs under ``path/programs`` (see program_store)."""
     path = os.path.abspath(path or default_cache_dir())
     os.makedirs(path, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    program_store.set_directory(os.path.join(path, "programs"))
     install_listeners()
     return path
 

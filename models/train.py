@@ -13,14 +13,15 @@ At the end of each epoch the validation rows are scored.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import export
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from models import network, optim
+from models import network, optim, program_store
 from models.folds import FoldStack
 from models.hparams import LaneHparams, Signature
 from models.metrics import compute_metrics, loss_from_logits
@@ -101,8 +102,21 @@ def _epoch_order(key, w_train, n_batches: int, batch: int):
     return jnp.pad(order, (0, n_batches * batch - n_rows)).reshape(n_batches, batch)
 
 
-@functools.partial(jax.jit, static_argnames=("sig",))
-def _fit_program(sig: Signature, hp: LaneHparams, folds: FoldStack, seed) -> FitResult:
+@functools.partial(jax.jit, static_argnames=("sig", "mesh"))
+def _fit_program(sig: Signature, hp: LaneHparams, folds: FoldStack, seed,
+                 mesh: Mesh | None = None) -> FitResult:
+    if mesh is None:
+        return _fit_lanes(sig, hp, folds, seed)
+    # Lanes are independent: each device trains its own share of the trial axis with no
+    # communication at all (a global "all lanes live?" test would cost an all-reduce and
+    # a rendezvous of the devices on every minibatch step).
+    lanes = PartitionSpec("lanes")
+    return jax.shard_map(functools.partial(_fit_lanes, sig), mesh=mesh,
+                         in_specs=(lanes, PartitionSpec(), PartitionSpec()),
+                         out_specs=lanes, check_vma=False)(hp, folds, seed)
+
+
+def _fit_lanes(sig: Signature, hp: LaneHparams, folds: FoldStack, seed) -> FitResult:
     n_folds, n_rows = folds.x_train.shape[:2]
     batch = sig.batch_size
     n_batches = -(-n_rows // batch)
@@ -178,6 +192,48 @@ def _fit_program(sig: Signature, hp: LaneHparams, folds: FoldStack, seed) -> Fit
                      {k: move(v) for k, v in metrics.items()}, diverged_at, params, norm_state)
 
 
+# Exported programs name their argument and result types; register them once.
+for _cls in (LaneHparams, FoldStack, FitResult):
+    export.register_namedtuple_serialization(_cls, serialized_name=f"models.{_cls.__name__}")
+
+_STORED: dict[str, Callable] = {}  # program key -> callable of an exported program
+
+
+def _mesh_for(devices: list, n_trials: int) -> Mesh | None:
+    if len(devices) > 1 and n_trials % len(devices) == 0:
+        return Mesh(np.asarray(devices), ("lanes",))
+    return None
+
+
+def program_key(sig: Signature, n_trials: int, folds: FoldStack, n_devices: int) -> str:
+    """Everything besides models/ itself that shapes a training program."""
+    shapes = tuple((tuple(np.shape(a)), str(jax.dtypes.canonicalize_dtype(a.dtype))) for a in folds)
+    return repr((sig, n_trials, shapes, n_devices, bool(jax.config.jax_enable_x64)))
+
+
+def program_is_stored(sig: Signature, n_trials: int, folds: FoldStack,
+                      devices: list | None = None) -> bool:
+    """Whether ``fit`` would load this program from the program store (no trace)."""
+    devices = list(devices) if devices is not None else jax.local_devices()
+    n_devices = len(devices) if _mesh_for(devices, n_trials) is not None else 1
+    return program_store.is_stored(program_key(sig, n_trials, folds, n_devices))
+
+
+def _stored_program(sig: Signature, mesh: Mesh | None, hp, folds, seed) -> Callable:
+    n_trials = int(np.shape(hp.learning_rate)[0])
+    key = program_key(sig, n_trials, folds, 1 if mesh is None else mesh.devices.size)
+    program = _STORED.get(key)
+    if program is None:
+        shardings = None
+        if mesh is not None:
+            shardings = (NamedSharding(mesh, PartitionSpec("lanes")),
+                         NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec()))
+        jitted = jax.jit(lambda h, f, s: _fit_program(sig, h, f, s, mesh), in_shardings=shardings)
+        program = program_store.load_or_export(key, jitted, (hp, folds, seed))
+        _STORED[key] = program
+    return program
+
+
 def fit(sig: Signature, hp: LaneHparams, folds: FoldStack, seed: int = 0,
         devices: list | None = None) -> FitResult:
     """Train every trial of ``hp`` (arrays [P]) on every fold of ``folds``.
@@ -185,13 +241,15 @@ def fit(sig: Signature, hp: LaneHparams, folds: FoldStack, seed: int = 0,
     Compiles once per ``sig`` and shapes (P, F, rows); call with the same P to reuse
     the program (the executor pads the trial axis). With several local devices (GPUs,
     TPU cores, or CPU devices from --xla_force_host_platform_device_count) and P a
-    multiple of their count, the trial axis is sharded across them and the folds are
-    replicated; XLA partitions the program, results are the same as on one device.
+    multiple of their count, the trial axis is split across them (``shard_map``: each
+    device trains its own lanes, with no communication) and the folds are replicated;
+    results are the same as on one device. With a program store directory set (see
+    program_store), the program is loaded from disk instead of traced when it is there.
     """
     devices = list(devices) if devices is not None else jax.local_devices()
     n_trials = int(np.shape(hp.learning_rate)[0])
-    if len(devices) > 1 and n_trials % len(devices) == 0:
-        mesh = Mesh(np.asarray(devices), ("lanes",))
+    mesh = _mesh_for(devices, n_trials)
+    if mesh is not None:
         hp = jax.device_put(LaneHparams(*(jnp.asarray(v) for v in hp)),
                             NamedSharding(mesh, PartitionSpec("lanes")))
         folds = jax.device_put(FoldStack(*(jnp.asarray(v) for v in folds)),
@@ -199,7 +257,10 @@ def fit(sig: Signature, hp: LaneHparams, folds: FoldStack, seed: int = 0,
     else:
         hp = LaneHparams(*(jnp.asarray(v) for v in hp))
         folds = FoldStack(*(jnp.asarray(v) for v in folds))
-    return _fit_program(sig, hp, folds, jnp.asarray(seed, jnp.uint32))
+    seed = jnp.asarray(seed, jnp.uint32)
+    if program_store.directory() is None:
+        return _fit_program(sig, hp, folds, seed, mesh)
+    return _stored_program(sig, mesh, hp, folds, seed)(hp, folds, seed)
 
 
 def lane_multiple() -> int:
@@ -209,4 +270,4 @@ def lane_multiple() -> int:
 
 def compiled_programs() -> int:
     """How many training programs this process has compiled (for no-recompile checks)."""
-    return _fit_program._cache_size()
+    return _fit_program._cache_size() + sum(p._cache_size() for p in _STORED.values())
