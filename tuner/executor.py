@@ -86,7 +86,7 @@ class Executor:
 
     def __init__(self, folds: FoldStack, task: str, n_outputs: int, metric: str,
                  choices: Choices, seed: int = 0, *, compile_estimate_s: float = 4.0,
-                 flops_per_s: float = 3e10):
+                 load_estimate_s: float = 0.5, flops_per_s: float = 3e10):
         self.folds = folds
         self.task = task
         self.n_outputs = n_outputs
@@ -96,6 +96,7 @@ class Executor:
         self.stats = ExecutorStats()
         self._compiled: dict[Signature, set[int]] = {}  # signature -> lane counts built
         self._compile_estimate_s = compile_estimate_s
+        self._load_estimate_s = load_estimate_s  # a program in the program store
         self._flops_per_s = flops_per_s
         self._n_train_real = float(np.asarray(folds.w_train).sum(axis=1).mean())
 
@@ -126,9 +127,18 @@ class Executor:
         # Shard evenly over local devices (a no-op with one device).
         multiple = train.lane_multiple()
         n = -(-n // multiple) * multiple
-        options = [(n, self._compile_estimate_s * (n not in self._compiled.get(sig, ())))]
+        options = [(n, self._build_seconds(sig, n))]
         options += [(m, 0.0) for m in self._compiled.get(sig, ()) if m > n]
         return min(((m, c + m * per_lane) for m, c in options), key=lambda mc: mc[1])
+
+    def _build_seconds(self, sig: Signature, n_lanes: int) -> float:
+        """Estimated seconds before a program of ``n_lanes`` lanes can run: nothing once
+        built in this process, a load when a stored program exists, else a compile."""
+        if n_lanes in self._compiled.get(sig, ()):
+            return 0.0
+        if train.program_is_stored(sig, n_lanes, self.folds):
+            return self._load_estimate_s
+        return self._compile_estimate_s
 
     def _cost(self, configs: Sequence[TrialConfig]) -> float:
         return self._lanes_and_cost(self.signature(configs), len(configs))[1]
@@ -186,7 +196,8 @@ class Executor:
         # Padding lanes repeat the first config; their results are dropped.
         lanes = members + [members[0]] * (n_lanes - len(members))
         hp = lane_hparams(lanes, sig)
-        fresh = n_lanes not in self._compiled.get(sig, ())
+        fresh = (n_lanes not in self._compiled.get(sig, ())
+                 and not train.program_is_stored(sig, n_lanes, self.folds))
 
         before = COMPILE_STATS.snapshot()
         programs_before = train.compiled_programs()
