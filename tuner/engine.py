@@ -11,6 +11,7 @@ lost that way does not count toward the budget; its retry does.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import copy
 import dataclasses
@@ -24,10 +25,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from models.hparams import TrialConfig
-from tuner import search
+from tuner import plots, runtime, search
 from tuner.cv import make_folds
 from tuner.data import Dataset
-from tuner.executor import Choices, Executor, choices_for_space
+from tuner.executor import Choices, Executor, TrialOutcome, choices_for_space
 from tuner.spec import Range, SweepSpec
 from tuner.stores import sqlite_init_lock
 from tuner.tracking import SweepTracker, TrialRecord
@@ -59,6 +60,20 @@ class TimedTracker:
     def __init__(self, tracker: SweepTracker):
         self._tracker = tracker
         self.seconds = 0.0
+
+    @property
+    def untimed(self) -> SweepTracker:
+        """The tracker itself, for calls whose time is accounted by ``counting``."""
+        return self._tracker
+
+    @contextlib.contextmanager
+    def counting(self):
+        """Count the time inside the block as tracking (e.g. waiting for a logging thread)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds += time.perf_counter() - start
 
     @contextlib.contextmanager
     def not_counting(self):
@@ -232,6 +247,8 @@ class Sweep:
         self.tracker.start_sweep(self.spec.to_yaml(), self._sweep_params(target),
                                  {"study": self.study_name}, run_name=None)
         heartbeat = _Heartbeat(self.storage, search.HEARTBEAT_INTERVAL_S)
+        # The summary's plotting libraries load while the first batch trains.
+        runtime.preload_in_background(plots.PRELOAD_MODULES)
         started = time.perf_counter()
         asked: list[optuna.Trial] = []
         interrupted = False
@@ -352,25 +369,33 @@ class Sweep:
                                                      retry_of)))
         for t in asked:
             t.set_user_attr(search.ATTR_RUN_ID, run_ids[t.number])
-        outcomes = self.executor.run(configs)
-        # A worker paused past the grace period finds some of its trials failed as stale
-        # by the others (who closed their runs and queued retries): drop those results.
-        still_ours = [self.study._storage.get_trial(t._trial_id).state == TrialState.RUNNING
-                      for t in asked]
-        for t, ours in zip(asked, still_ours):
-            if not ours:
-                log.warning("trial %d was failed as stale while this worker was stalled; "
-                            "its retry runs elsewhere", t.number)
-        kept = [(t, p, o, r) for t, p, o, r, ours
-                in zip(asked, params, outcomes, retry_of, still_ours) if ours]
-        asked = [t for t, *_ in kept]
-        records = [TrialRecord(number=t.number, params=p, state=o.state, value=o.value,
-                               value_std=o.value_std, curves=o.curves,
-                               fail_reason=o.fail_reason, retry_of=r, run_id=run_ids[t.number])
-                   for t, p, o, r in kept]
-        self._apply_pruner(asked, records)
-        self.tracker.log_trials(records)
-        for t, rec in zip(asked, records):
+        kept: dict[int, TrialRecord] = {}  # index in ``asked`` -> record
+        jobs: list[concurrent.futures.Future] = []
+        # Each program's trials are written to MLflow while the next program trains
+        # (XLA releases the GIL); they are told to Optuna only once all are logged.
+        logger = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="log-trials")
+
+        def record_group(indices: list[int], outcomes: list[TrialOutcome]) -> None:
+            group = [(i, o) for i, o in zip(indices, outcomes) if self._still_ours(asked[i])]
+            records = [TrialRecord(number=asked[i].number, params=params[i], state=o.state,
+                                   value=o.value, value_std=o.value_std, curves=o.curves,
+                                   fail_reason=o.fail_reason, retry_of=retry_of[i],
+                                   run_id=run_ids[asked[i].number])
+                       for i, o in group]
+            self._apply_pruner([asked[i] for i, _ in group], records)
+            kept.update(zip([i for i, _ in group], records))
+            if records:
+                jobs.append(logger.submit(self.tracker.untimed.log_trials, records))
+
+        try:
+            self.executor.run(configs, on_group=record_group)
+            with self.tracker.counting():  # only the wait the overlap did not hide
+                for job in jobs:
+                    job.result()
+        finally:
+            logger.shutdown(wait=True, cancel_futures=True)
+        for i in sorted(kept):
+            t, rec = asked[i], kept[i]
             try:
                 if rec.fail_reason:
                     t.set_user_attr(search.ATTR_FAIL_REASON, rec.fail_reason)
@@ -385,6 +410,15 @@ class Sweep:
                             t.number)
                 continue
             self.records[t.number] = rec
+
+    def _still_ours(self, trial: optuna.Trial) -> bool:
+        """A worker paused past the grace period finds its trials failed as stale by the
+        others (who closed their runs and queued retries): their results are dropped."""
+        if self.study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+            return True
+        log.warning("trial %d was failed as stale while this worker was stalled; "
+                    "its retry runs elsewhere", trial.number)
+        return False
 
     def _apply_pruner(self, asked: list[optuna.Trial], records: list[TrialRecord]) -> None:
         """Report each epoch's fold-mean metric; a pruned trial keeps its curve up to the

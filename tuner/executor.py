@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import math
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import numpy as np
@@ -170,11 +170,14 @@ class Executor:
         return groups
 
     # ------------------------------------------------------------------ running
-    def run(self, configs: Sequence[TrialConfig]) -> list[TrialOutcome]:
+    def run(self, configs: Sequence[TrialConfig],
+            on_group: Callable[[list[int], list[TrialOutcome]], None] | None = None
+            ) -> list[TrialOutcome]:
         """Train every config on every fold; one outcome per config, in order.
 
         An exception inside one program fails that program's trials with the reason;
-        the other programs still run.
+        the other programs still run. ``on_group(indices, outcomes)`` is called after each
+        program, so a caller can record its trials while the next program trains.
         """
         outcomes: list[TrialOutcome | None] = [None] * len(configs)
         for group in self.plan_groups(configs):
@@ -188,6 +191,8 @@ class Executor:
                            for c in members]
             for i, r in zip(group, results):
                 outcomes[i] = r
+            if on_group is not None:
+                on_group(list(group), results)
         return outcomes  # type: ignore[return-value]
 
     def _run_group(self, members: list[TrialConfig]) -> list[TrialOutcome]:

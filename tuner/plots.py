@@ -6,7 +6,8 @@
   fold mean a thick one.
 
 Every figure is a bare :class:`matplotlib.figure.Figure` (no pyplot, no backend state,
-nothing shown or leaked).
+nothing shown or leaked). matplotlib is imported on first use (about a second): the
+engine preloads it in the background while the first batch trains.
 """
 
 from __future__ import annotations
@@ -17,18 +18,26 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import matplotlib
 import numpy as np
-
-from matplotlib.figure import Figure
 
 if TYPE_CHECKING:
     import optuna
+    from matplotlib.figure import Figure
+
+# Imported by the engine's background preload while the first batch trains.
+PRELOAD_MODULES = ("matplotlib.figure", "matplotlib.backends.backend_agg", "optuna.importance",
+                   "sklearn.ensemble")
 
 log = logging.getLogger(__name__)
 
 MIN_COMPLETE_HISTORY = 2
 MIN_COMPLETE_IMPORTANCES = 3
+
+
+def _figure(**kwargs: Any) -> "Figure":
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
 
 
 def _complete(study: "optuna.Study") -> list["optuna.trial.FrozenTrial"]:
@@ -63,7 +72,7 @@ def save_optimization_history(study: "optuna.Study", path: Path) -> str | None:
     values = np.array([t.value for t in done], dtype=float)
     maximize = study.direction.name == "MAXIMIZE"
     best = np.maximum.accumulate(values) if maximize else np.minimum.accumulate(values)
-    fig = Figure(figsize=(6.4, 4.0))
+    fig = _figure(figsize=(6.4, 4.0))
     ax = fig.subplots()
     ax.scatter(numbers, values, s=14, color="#4c72b0", label="objective value")
     ax.step(numbers, best, where="post", color="#c44e52", label="best value")
@@ -92,7 +101,7 @@ def save_param_importances(study: "optuna.Study", path: Path) -> str | None:
         warnings.simplefilter("ignore")
         importances = optuna.importance.get_param_importances(study, params=names)
     labels = list(importances)[::-1]
-    fig = Figure(figsize=(6.4, 0.45 * len(labels) + 1.4))
+    fig = _figure(figsize=(6.4, 0.45 * len(labels) + 1.4))
     ax = fig.subplots()
     ax.barh(labels, [importances[k] for k in labels], color="#4c72b0")
     ax.set_xlabel("importance for the objective (fANOVA)")
@@ -107,7 +116,8 @@ def _mean_curve(a: np.ndarray) -> np.ndarray:
         return np.asarray(a, dtype=float).mean(axis=0)
 
 
-def learning_curves_figure(curves: dict[str, np.ndarray], metric: str, title: str = "") -> Figure:
+def learning_curves_figure(curves: dict[str, np.ndarray], metric: str, title: str = ""
+                           ) -> "Figure":
     """Train and val loss on the left, ``val_<metric>`` on the right; per fold a thin line,
     the fold mean a thick one. Curves are ``[F, E]`` (a 1-D curve is one fold); non-finite
     points are gaps, so a diverged fold simply stops."""
@@ -117,7 +127,7 @@ def learning_curves_figure(curves: dict[str, np.ndarray], metric: str, title: st
     ]
     panels = [(lab, [(k, c) for k, c in keys if k in curves]) for lab, keys in panels]
     panels = [p for p in panels if p[1]]
-    fig = Figure(figsize=(5.5 * max(len(panels), 1), 4.0))
+    fig = _figure(figsize=(5.5 * max(len(panels), 1), 4.0))
     axes = fig.subplots(1, max(len(panels), 1), squeeze=False)[0]
     for ax, (ylabel, keys) in zip(axes, panels):
         for key, color in keys:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import threading
 import warnings
+from collections.abc import Sequence
 
 from models.compile_cache import enable_persistent_cache, use_cpu_cores_as_devices
 
 CACHE_ENV = "TUNER_JAX_CACHE"
+log = logging.getLogger(__name__)
+_preloaded: set[str] = set()
+_preload_lock = threading.Lock()
 
 
 def quiet_libraries() -> None:
@@ -51,3 +57,29 @@ def setup_compilation_cache() -> str | None:
     if path == "off":
         return None
     return enable_persistent_cache(path)
+
+
+def preload_in_background(modules: Sequence[str]) -> threading.Thread | None:
+    """Import ``modules`` in a daemon thread; returns it (None if nothing is left to load).
+
+    For modules needed only at the end of a sweep (plots, importances): started while the
+    main thread waits on XLA, which releases the GIL, their import costs no wall time.
+    Python's per-module import locks make a main-thread import of the same module wait
+    for the background one instead of running twice.
+    """
+    with _preload_lock:
+        todo = [m for m in modules if m not in _preloaded]
+        _preloaded.update(todo)
+    if not todo:
+        return None
+
+    def work() -> None:
+        for name in todo:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - the real import later reports the problem
+                log.debug("preloading %s failed", name, exc_info=True)
+
+    thread = threading.Thread(target=work, daemon=True, name="preload")
+    thread.start()
+    return thread

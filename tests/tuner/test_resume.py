@@ -152,11 +152,11 @@ def test_interrupted_tune_keeps_state_and_resumes(results_dir, monkeypatch):
     train = Executor.run
     calls = []
 
-    def interrupted_second_batch(self, configs):
+    def interrupted_second_batch(self, configs, on_group=None):
         calls.append(len(configs))
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return train(self, configs)
+        return train(self, configs, on_group)
 
     monkeypatch.setattr(Executor, "run", interrupted_second_batch)
     with pytest.raises(KeyboardInterrupt):
