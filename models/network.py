@@ -157,6 +157,28 @@ def activate(sig: Signature, z, hp, alpha=None):
 
 
 # --------------------------------------------------------------------------- forward
+@jax.custom_vjp
+def dense(x, w):
+    """``x @ w`` whose weight gradient is formed as ``x.T @ g``, in ``w``'s own [in, out]
+    order. JAX's rule forms ``g.T @ x`` and transposes it; vmapped over trials that read
+    the rows x that all trials share, the result is a [trials * out, in] matrix, and every
+    optimizer pass over the weights would then read it across its rows (slow strided
+    reads). Here it comes out [in, trials * out]: rows of ``out`` contiguous values."""
+    return x @ w
+
+
+def _dense_fwd(x, w):
+    return x @ w, (x, w)
+
+
+def _dense_bwd(residuals, g):
+    x, w = residuals
+    return g @ w.T, x.T @ g
+
+
+dense.defvjp(_dense_fwd, _dense_bwd)
+
+
 def _batch_norm(z, row_w, running_mean, running_var, train: bool):
     if not train:
         return (z - running_mean) / jnp.sqrt(running_var + NORM_EPS), running_mean, running_var
@@ -194,7 +216,7 @@ def forward(sig: Signature, params: dict, norm_state: dict, hp, x, row_w=None,
     means, vars_ = [], []
     h = x
     for k, layer in enumerate(params["hidden"]):
-        z = h @ layer["w"]
+        z = dense(h, layer["w"])
         # Batch norm subtracts the batch mean, which cancels a bias before it: its exact
         # gradient is 0, and adding it would only feed rounding noise to adaptive
         # optimizers (adam normalises noise into full-size steps that shift the running
