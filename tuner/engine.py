@@ -247,8 +247,10 @@ class Sweep:
         self.tracker.start_sweep(self.spec.to_yaml(), self._sweep_params(target),
                                  {"study": self.study_name}, run_name=None)
         heartbeat = _Heartbeat(self.storage, search.HEARTBEAT_INTERVAL_S)
-        # The summary's plotting libraries load while the first batch trains.
-        runtime.preload_in_background(plots.PRELOAD_MODULES)
+        # Libraries needed only by the sweep's summary load while the first batch trains:
+        # the plots', and IPython, which MLflow imports to detect a notebook when the
+        # model is logged.
+        runtime.preload_in_background((*plots.PRELOAD_MODULES, "IPython"))
         started = time.perf_counter()
         asked: list[optuna.Trial] = []
         interrupted = False
