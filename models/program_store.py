@@ -84,12 +84,14 @@ def is_stored(key: str) -> bool:
     return _directory is not None and _path(key).is_file()
 
 
-def load_or_export(key: str, jitted: Callable, args: tuple[Any, ...]) -> Callable:
+def load_or_export(key: str, jitted: Callable, args: tuple[Any, ...],
+                   compiler_options: dict[str, Any] | None = None) -> Callable:
     """A callable running ``jitted`` on arguments shaped like ``args``.
 
     Read from the store when it is there; otherwise exported from ``jitted`` (which
     must carry its input shardings), written to the store, and returned. Either way the
-    caller runs the exported program, so a program is compiled once, not twice.
+    caller runs the exported program, so a program is compiled once, not twice, with
+    ``compiler_options``.
     """
     path = _path(key)
     try:
@@ -102,12 +104,12 @@ def load_or_export(key: str, jitted: Callable, args: tuple[Any, ...]) -> Callabl
     if exported is not None:
         with _lock:
             STATS.loaded += 1
-        return jax.jit(exported.call)
+        return jax.jit(exported.call, compiler_options=compiler_options)
     exported = export.export(jitted, platforms=[jax.default_backend()])(*args)
     _write_atomic(path, exported.serialize())
     with _lock:
         STATS.exported += 1
-    return jax.jit(exported.call)
+    return jax.jit(exported.call, compiler_options=compiler_options)
 
 
 def _write_atomic(path: Path, blob: bytes | bytearray) -> None:

@@ -102,7 +102,20 @@ def _epoch_order(key, w_train, n_batches: int, batch: int):
     return jnp.pad(order, (0, n_batches * batch - n_rows)).reshape(n_batches, batch)
 
 
-@functools.partial(jax.jit, static_argnames=("sig", "mesh"))
+def compiler_options() -> dict[str, str]:
+    """XLA options of the training programs. On CPU, LLVM at optimisation level 1
+    compiles a training program about a quarter faster than the default level 2 with
+    the same run time (the matrix products are library calls; what LLVM compiles is
+    simple elementwise loops). Other backends keep their defaults."""
+    return {"xla_backend_optimization_level": "1"} if jax.default_backend() == "cpu" else {}
+
+
+@functools.cache
+def _jitted_program():
+    return jax.jit(_fit_program, static_argnames=("sig", "mesh"),
+                   compiler_options=compiler_options())
+
+
 def _fit_program(sig: Signature, hp: LaneHparams, folds: FoldStack, seed,
                  mesh: Mesh | None = None) -> FitResult:
     if mesh is None:
@@ -229,7 +242,8 @@ def _stored_program(sig: Signature, mesh: Mesh | None, hp, folds, seed) -> Calla
             shardings = (NamedSharding(mesh, PartitionSpec("lanes")),
                          NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec()))
         jitted = jax.jit(lambda h, f, s: _fit_program(sig, h, f, s, mesh), in_shardings=shardings)
-        program = program_store.load_or_export(key, jitted, (hp, folds, seed))
+        program = program_store.load_or_export(key, jitted, (hp, folds, seed),
+                                               compiler_options())
         _STORED[key] = program
     return program
 
@@ -259,7 +273,7 @@ def fit(sig: Signature, hp: LaneHparams, folds: FoldStack, seed: int = 0,
         folds = FoldStack(*(jnp.asarray(v) for v in folds))
     seed = jnp.asarray(seed, jnp.uint32)
     if program_store.directory() is None:
-        return _fit_program(sig, hp, folds, seed, mesh)
+        return _jitted_program()(sig, hp, folds, seed, mesh)
     return _stored_program(sig, mesh, hp, folds, seed)(hp, folds, seed)
 
 
@@ -270,4 +284,5 @@ def lane_multiple() -> int:
 
 def compiled_programs() -> int:
     """How many training programs this process has compiled (for no-recompile checks)."""
-    return _fit_program._cache_size() + sum(p._cache_size() for p in _STORED.values())
+    return (_jitted_program()._cache_size()
+            + sum(p._cache_size() for p in _STORED.values()))
