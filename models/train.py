@@ -218,6 +218,10 @@ def _mesh_for(devices: list, n_trials: int) -> Mesh | None:
     return None
 
 
+def _program_devices(mesh: Mesh | None) -> int:
+    return 1 if mesh is None else mesh.devices.size
+
+
 def program_key(sig: Signature, n_trials: int, folds: FoldStack, n_devices: int) -> str:
     """Everything besides models/ itself that shapes a training program."""
     shapes = tuple((tuple(np.shape(a)), str(jax.dtypes.canonicalize_dtype(a.dtype))) for a in folds)
@@ -228,13 +232,13 @@ def program_is_stored(sig: Signature, n_trials: int, folds: FoldStack,
                       devices: list | None = None) -> bool:
     """Whether ``fit`` would load this program from the program store (no trace)."""
     devices = list(devices) if devices is not None else jax.local_devices()
-    n_devices = len(devices) if _mesh_for(devices, n_trials) is not None else 1
-    return program_store.is_stored(program_key(sig, n_trials, folds, n_devices))
+    mesh = _mesh_for(devices, n_trials)
+    return program_store.is_stored(program_key(sig, n_trials, folds, _program_devices(mesh)))
 
 
 def _stored_program(sig: Signature, mesh: Mesh | None, hp, folds, seed) -> Callable:
     n_trials = int(np.shape(hp.learning_rate)[0])
-    key = program_key(sig, n_trials, folds, 1 if mesh is None else mesh.devices.size)
+    key = program_key(sig, n_trials, folds, _program_devices(mesh))
     program = _STORED.get(key)
     if program is None:
         shardings = None

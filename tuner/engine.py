@@ -66,23 +66,21 @@ class TimedTracker:
         """The tracker itself, for calls whose time is accounted by ``counting``."""
         return self._tracker
 
-    @contextlib.contextmanager
     def counting(self):
         """Count the time inside the block as tracking (e.g. waiting for a logging thread)."""
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds += time.perf_counter() - start
+        return self._adding(+1.0)
 
-    @contextlib.contextmanager
     def not_counting(self):
         """Leave out work done inside a tracker call that is not tracking (the refit)."""
+        return self._adding(-1.0)
+
+    @contextlib.contextmanager
+    def _adding(self, sign: float):
         start = time.perf_counter()
         try:
             yield
         finally:
-            self.seconds -= time.perf_counter() - start
+            self.seconds += sign * (time.perf_counter() - start)
 
     def __getattr__(self, name: str):
         attr = getattr(self._tracker, name)

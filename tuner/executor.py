@@ -136,9 +136,13 @@ class Executor:
         built in this process, a load when a stored program exists, else a compile."""
         if n_lanes in self._compiled.get(sig, ()):
             return 0.0
-        if train.program_is_stored(sig, n_lanes, self.folds):
-            return self._load_estimate_s
-        return self._compile_estimate_s
+        return self._compile_estimate_s if self._needs_compile(sig, n_lanes) \
+            else self._load_estimate_s
+
+    def _needs_compile(self, sig: Signature, n_lanes: int) -> bool:
+        """Neither built in this process nor in the program store."""
+        return (n_lanes not in self._compiled.get(sig, ())
+                and not train.program_is_stored(sig, n_lanes, self.folds))
 
     def _cost(self, configs: Sequence[TrialConfig]) -> float:
         return self._lanes_and_cost(self.signature(configs), len(configs))[1]
@@ -201,8 +205,7 @@ class Executor:
         # Padding lanes repeat the first config; their results are dropped.
         lanes = members + [members[0]] * (n_lanes - len(members))
         hp = lane_hparams(lanes, sig)
-        fresh = (n_lanes not in self._compiled.get(sig, ())
-                 and not train.program_is_stored(sig, n_lanes, self.folds))
+        fresh = self._needs_compile(sig, n_lanes)
 
         before = COMPILE_STATS.snapshot()
         programs_before = train.compiled_programs()
