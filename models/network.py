@@ -128,31 +128,61 @@ def init_norm_state(sig: Signature) -> dict:
 
 
 # --------------------------------------------------------------------------- activations
-def _activation(name: str, z, hp, alpha):
-    if name == "identity":
+# A program whose lanes mix activations computes each family once for every lane and
+# selects per lane, so activations that can share one computation are written as one:
+# the piecewise-linear ones are where(z > 0, z, slope * z) with a per-lane slope, and
+# sigmoid is (1 + tanh(z / 2)) / 2, which shares tanh's transcendental pass (and is the
+# same formula in every program, so a sigmoid lane gives the same numbers whatever
+# activations its neighbours use).
+_SLOPES = {"identity": 1.0, "relu": 0.0}          # leaky_relu: hp.leaky_slope, prelu: alpha
+_TANH_FORM = {"tanh": (1.0, 1.0, 0.0), "sigmoid": (0.5, 0.5, 0.5)}  # inner, scale, shift
+
+
+def _lane_value(sig: Signature, hp, names: tuple[str, ...], values: dict):
+    """``values[name]`` of the lane's activation among ``names`` (per-lane select)."""
+    out = values[names[0]]
+    for name in names[1:]:
+        out = jnp.where(hp.activation == sig.activations.index(name), values[name], out)
+    return out
+
+
+def _piecewise_linear(sig: Signature, z, hp, alpha, names):
+    slopes = {name: _SLOPES.get(name) for name in names}
+    if "leaky_relu" in names:
+        slopes["leaky_relu"] = hp.leaky_slope
+    if "prelu" in names:
+        slopes["prelu"] = alpha
+    if len(names) == 1 and names[0] == "identity":
         return z
-    if name == "sigmoid":
-        return jax.nn.sigmoid(z)
-    if name == "tanh":
-        return jnp.tanh(z)
-    if name == "relu":
-        return jax.nn.relu(z)
-    if name == "leaky_relu":
-        return jnp.where(z >= 0, z, hp.leaky_slope * z)
-    if name == "prelu":
-        return jnp.where(z >= 0, z, alpha * z)
-    if name == "elu":
-        return jax.nn.elu(z)
-    raise ValueError(f"unknown activation {name!r}")
+    return jnp.where(z > 0, z, _lane_value(sig, hp, names, slopes) * z)
+
+
+def _tanh_form(sig: Signature, z, hp, names):
+    inner, scale, shift = (
+        _lane_value(sig, hp, names, {n: jnp.float32(_TANH_FORM[n][i]) for n in names})
+        for i in range(3))
+    return jnp.tanh(z * inner) * scale + shift
 
 
 def activate(sig: Signature, z, hp, alpha=None):
     """The lane's activation, chosen by ``hp.activation`` among ``sig.activations``."""
-    if len(sig.activations) == 1:
-        return _activation(sig.activations[0], z, hp, alpha)
-    out = jnp.zeros_like(z)
-    for i, name in enumerate(sig.activations):
-        out = jnp.where(hp.activation == i, _activation(name, z, hp, alpha), out)
+    families = {}
+    linear = tuple(n for n in sig.activations if n in _SLOPES or n in ("leaky_relu", "prelu"))
+    tanh_like = tuple(n for n in sig.activations if n in _TANH_FORM)
+    if linear:
+        families[linear] = _piecewise_linear(sig, z, hp, alpha, linear)
+    if tanh_like:
+        families[tanh_like] = _tanh_form(sig, z, hp, tanh_like)
+    if "elu" in sig.activations:
+        families[("elu",)] = jax.nn.elu(z)
+    unknown = set(sig.activations) - {n for names in families for n in names}
+    if unknown:
+        raise ValueError(f"unknown activation {sorted(unknown)[0]!r}")
+    groups = list(families.items())
+    out = groups[0][1]
+    for names, value in groups[1:]:
+        member = jnp.any(jnp.asarray([hp.activation == sig.activations.index(n) for n in names]))
+        out = jnp.where(member, value, out)
     return out
 
 
