@@ -56,7 +56,7 @@ def spec_file(folder: Path, name: str, **over) -> Path:
 
 
 # --------------------------------------------------------------------------- processes
-TUNER = [sys.executable, "-c", "from tuner.cli import main; main()"]
+TUNER = [sys.executable, "-c", "from tuner.cli import console_main; console_main()"]
 # The same, but it imports first, says so (``<dir>/<pid>.ready``) and then waits for
 # ``<dir>/go``: processes started this way begin their work at the same moment.
 TUNER_SYNCED = [sys.executable, "-c", """
@@ -66,7 +66,7 @@ folder = sys.argv.pop(1)
 open(os.path.join(folder, f"{os.getpid()}.ready"), "w").close()
 while not os.path.exists(os.path.join(folder, "go")):
     time.sleep(0.01)
-tuner.cli.main()
+tuner.cli.console_main()
 """]
 
 

@@ -187,7 +187,7 @@ def tuner_command() -> list[str]:
     found = shutil.which("tuner")
     if found:
         return [found]
-    return [sys.executable, "-c", "from tuner.cli import main; main()"]
+    return [sys.executable, "-c", "from tuner.cli import console_main; console_main()"]
 
 
 def run_cli(args: list[str], cwd: Path, env: dict, timeout: float = 240,
