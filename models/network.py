@@ -134,7 +134,7 @@ def init_norm_state(sig: Signature) -> dict:
 # sigmoid is (1 + tanh(z / 2)) / 2, which shares tanh's transcendental pass (and is the
 # same formula in every program, so a sigmoid lane gives the same numbers whatever
 # activations its neighbours use).
-_SLOPES = {"identity": 1.0, "relu": 0.0}          # leaky_relu: hp.leaky_slope, prelu: alpha
+_PIECEWISE_LINEAR = ("identity", "relu", "leaky_relu", "prelu")
 _TANH_FORM = {"tanh": (1.0, 1.0, 0.0), "sigmoid": (0.5, 0.5, 0.5)}  # inner, scale, shift
 
 
@@ -147,13 +147,9 @@ def _lane_value(sig: Signature, hp, names: tuple[str, ...], values: dict):
 
 
 def _piecewise_linear(sig: Signature, z, hp, alpha, names):
-    slopes = {name: _SLOPES.get(name) for name in names}
-    if "leaky_relu" in names:
-        slopes["leaky_relu"] = hp.leaky_slope
-    if "prelu" in names:
-        slopes["prelu"] = alpha
-    if len(names) == 1 and names[0] == "identity":
+    if names == ("identity",):
         return z
+    slopes = {"identity": 1.0, "relu": 0.0, "leaky_relu": hp.leaky_slope, "prelu": alpha}
     return jnp.where(z > 0, z, _lane_value(sig, hp, names, slopes) * z)
 
 
@@ -167,7 +163,7 @@ def _tanh_form(sig: Signature, z, hp, names):
 def activate(sig: Signature, z, hp, alpha=None):
     """The lane's activation, chosen by ``hp.activation`` among ``sig.activations``."""
     families = {}
-    linear = tuple(n for n in sig.activations if n in _SLOPES or n in ("leaky_relu", "prelu"))
+    linear = tuple(n for n in sig.activations if n in _PIECEWISE_LINEAR)
     tanh_like = tuple(n for n in sig.activations if n in _TANH_FORM)
     if linear:
         families[linear] = _piecewise_linear(sig, z, hp, alpha, linear)

@@ -154,6 +154,34 @@ def test_x64_does_not_leak():
     assert jnp.zeros(1).dtype == jnp.float32
 
 
+REFERENCE_ACTIVATIONS = {
+    "identity": lambda z, slope, alpha: z,
+    "sigmoid": lambda z, slope, alpha: jax.nn.sigmoid(z),
+    "tanh": lambda z, slope, alpha: jnp.tanh(z),
+    "relu": lambda z, slope, alpha: jax.nn.relu(z),
+    "leaky_relu": lambda z, slope, alpha: jnp.where(z >= 0, z, slope * z),
+    "prelu": lambda z, slope, alpha: jnp.where(z >= 0, z, alpha * z),
+    "elu": lambda z, slope, alpha: jax.nn.elu(z),
+}
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("choices", ["alone", "all", "neighbours"])
+def test_shared_activations_equal_their_textbook_forms(activation, choices):
+    # Mixed programs compute activation families once (slope select, sigmoid via tanh);
+    # every lane must still get its own activation, whatever the program's choices.
+    others = {"alone": (), "all": ACTIVATIONS,
+              "neighbours": ("relu", "tanh", "sigmoid", "elu")}[choices]
+    names = tuple(a for a in ACTIVATIONS if a == activation or a in others)
+    sig = Signature(task="multiclass", n_features=3, n_outputs=2, depth=1, width=5,
+                    activations=names)
+    hp = lane(sig, depth=1, width=5, activation=activation, leaky_slope=0.07)
+    z = jnp.linspace(-9.0, 9.0, 37).reshape(-1, 1) * jnp.ones(5)
+    alpha = jnp.asarray([0.1, 0.2, 0.25, 0.3, 0.5])
+    want = REFERENCE_ACTIVATIONS[activation](z, 0.07, alpha)
+    np.testing.assert_allclose(network.activate(sig, z, hp, alpha), want, rtol=2e-6, atol=2e-7)
+
+
 # --------------------------------------------------------------------------- sklearn
 SK_ACTIVATIONS = {"relu": "relu", "tanh": "tanh", "logistic": "sigmoid", "identity": "identity"}
 
