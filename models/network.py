@@ -189,12 +189,7 @@ def dense(x, w):
     order. JAX's rule forms ``g.T @ x`` and transposes it; vmapped over trials that read
     the rows x that all trials share, the result is a [trials * out, in] matrix, and every
     optimizer pass over the weights would then read it across its rows (slow strided
-    reads). Here it comes out [in, trials * out]: rows of ``out`` contiguous values.
-
-    The input gradient is formed as ``(w @ g.T).T`` rather than ``g @ w.T``: XLA's CPU
-    dot library takes no transposed operand, so ``g @ w.T`` copies the whole weight
-    matrix transposed on every step ([out, in], 256 KiB per lane at width 256), where
-    this transposes the two batch-sized operands instead."""
+    reads). Here it comes out [in, trials * out]: rows of ``out`` contiguous values."""
     return x @ w
 
 
@@ -204,7 +199,7 @@ def _dense_fwd(x, w):
 
 def _dense_bwd(residuals, g):
     x, w = residuals
-    return (w @ g.T).T, x.T @ g
+    return g @ w.T, x.T @ g
 
 
 dense.defvjp(_dense_fwd, _dense_bwd)
