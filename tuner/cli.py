@@ -49,7 +49,7 @@ def main() -> None:
 def console_main() -> None:
     """The ``tuner`` command, a process of its own: ``main`` without the garbage
     collector's passes over the libraries as they import, and without the interpreter's
-    teardown at exit (tuner/process.py), about 1.5 s of a short sweep."""
+    teardown at exit (tuner/process.py): about 2 s of a warm W1 sweep."""
     process.pause_gc()
     try:
         main()
