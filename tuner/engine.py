@@ -25,7 +25,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from models.hparams import TrialConfig
-from tuner import plots, runtime, search
+from tuner import model, plots, runtime, search
 from tuner.cv import make_folds
 from tuner.data import Dataset
 from tuner.executor import Choices, Executor, TrialOutcome, choices_for_space
@@ -245,10 +245,11 @@ class Sweep:
         self.tracker.start_sweep(self.spec.to_yaml(), self._sweep_params(target),
                                  {"study": self.study_name}, run_name=None)
         heartbeat = _Heartbeat(self.storage, search.HEARTBEAT_INTERVAL_S)
-        # Libraries needed only by the sweep's summary load while the first batch trains:
-        # the plots', and IPython, which MLflow imports to detect a notebook when the
-        # model is logged.
-        runtime.preload_in_background((*plots.PRELOAD_MODULES, "IPython"))
+        # Work needed only by the sweep's summary is done while the first batch trains:
+        # the plots' libraries; IPython, which MLflow imports to detect a notebook when
+        # the model is logged; and MLflow's map of installed packages for that model.
+        runtime.preload_in_background((*plots.PRELOAD_MODULES, "IPython"),
+                                      then=(model.prepare_model_logging,))
         started = time.perf_counter()
         asked: list[optuna.Trial] = []
         interrupted = False

@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from models.compile_cache import enable_persistent_cache, use_cpu_cores_as_devices
 
@@ -59,26 +59,37 @@ def setup_compilation_cache() -> str | None:
     return enable_persistent_cache(path)
 
 
-def preload_in_background(modules: Sequence[str]) -> threading.Thread | None:
-    """Import ``modules`` in a daemon thread; returns it (None if nothing is left to load).
+def preload_in_background(modules: Sequence[str],
+                          then: Sequence[Callable[[], object]] = ()) -> threading.Thread | None:
+    """Import ``modules``, then call each of ``then``, in a daemon thread; returns it (None
+    if nothing is left to do: each module and callable runs once per process).
 
-    For modules needed only at the end of a sweep (plots, importances): started while the
-    main thread waits on XLA, which releases the GIL, their import costs no wall time.
-    Python's per-module import locks make a main-thread import of the same module wait
-    for the background one instead of running twice.
+    For work needed only at the end of a sweep (plots, importances, the model's logging):
+    started while the main thread waits on XLA, which releases the GIL, it costs no wall
+    time. Python's per-module import locks make a main-thread import of the same module
+    wait for the background one instead of running twice. A failure is only logged: the
+    real use later does the work (and reports the problem) itself.
     """
+    tasks = [*modules, *(f"{fn.__module__}.{fn.__qualname__}()" for fn in then)]
     with _preload_lock:
-        todo = [m for m in modules if m not in _preloaded]
+        todo = {t for t in tasks if t not in _preloaded}
         _preloaded.update(todo)
     if not todo:
         return None
+    names = [m for m in modules if m in todo]
+    calls = [fn for fn, t in zip(then, tasks[len(modules):]) if t in todo]
 
     def work() -> None:
-        for name in todo:
+        for name in names:
             try:
                 importlib.import_module(name)
-            except Exception:  # noqa: BLE001 - the real import later reports the problem
+            except Exception:  # noqa: BLE001
                 log.debug("preloading %s failed", name, exc_info=True)
+        for fn in calls:
+            try:
+                fn()
+            except Exception:  # noqa: BLE001
+                log.debug("preparing %s failed", fn.__qualname__, exc_info=True)
 
     thread = threading.Thread(target=work, daemon=True, name="preload")
     thread.start()

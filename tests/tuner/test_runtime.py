@@ -1,4 +1,4 @@
-"""tuner.runtime: background preloading of the summary's libraries."""
+"""tuner.runtime: background preloading of the summary's libraries and work."""
 
 from __future__ import annotations
 
@@ -29,3 +29,33 @@ def test_plots_do_not_import_matplotlib_until_drawn():
                          check=True)
     assert out.stdout.strip() == "False"
     assert "matplotlib.figure" in plots.PRELOAD_MODULES
+
+
+def test_preload_calls_each_function_once_after_the_imports(monkeypatch):
+    monkeypatch.setattr(runtime, "_preloaded", set())
+    calls = []
+
+    def ready():
+        calls.append("colorsys" in sys.modules)
+
+    def broken():
+        raise RuntimeError("a failure is only logged")
+
+    monkeypatch.delitem(sys.modules, "colorsys", raising=False)
+    thread = runtime.preload_in_background(("colorsys",), then=(broken, ready))
+    thread.join(30)
+    assert calls == [True]  # ran, after the import, despite the one before it failing
+    assert runtime.preload_in_background(("colorsys",), then=(broken, ready)) is None
+    assert calls == [True]
+
+
+def test_model_logging_preparation_fills_mlflows_package_map(monkeypatch):
+    # The head start relies on a private MLflow helper and its cache: if either moves,
+    # this fails and says so (log_best_model itself still works, only slower).
+    from mlflow.utils import requirements_utils
+
+    from tuner import model
+
+    monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", None)
+    model.prepare_model_logging()
+    assert "numpy" in requirements_utils._MODULES_TO_PACKAGES
