@@ -13,7 +13,7 @@ from models.compile_cache import enable_persistent_cache, use_cpu_cores_as_devic
 
 CACHE_ENV = "TUNER_JAX_CACHE"
 log = logging.getLogger(__name__)
-_preloaded: set[str] = set()
+_preloaded: set[object] = set()  # module names and functions already handed out
 _preload_lock = threading.Lock()
 
 
@@ -70,14 +70,12 @@ def preload_in_background(modules: Sequence[str],
     wait for the background one instead of running twice. A failure is only logged: the
     real use later does the work (and reports the problem) itself.
     """
-    tasks = [*modules, *(f"{fn.__module__}.{fn.__qualname__}()" for fn in then)]
     with _preload_lock:
-        todo = {t for t in tasks if t not in _preloaded}
-        _preloaded.update(todo)
-    if not todo:
+        names = [m for m in modules if m not in _preloaded]
+        calls = [fn for fn in then if fn not in _preloaded]
+        _preloaded.update(names, calls)
+    if not names and not calls:
         return None
-    names = [m for m in modules if m in todo]
-    calls = [fn for fn, t in zip(then, tasks[len(modules):]) if t in todo]
 
     def work() -> None:
         for name in names:
