@@ -13,14 +13,13 @@ import time
 
 T0 = time.perf_counter()
 
-import numpy as np  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
+from models import ProgramCache, ProgramStore, TrialConfig  # noqa: E402
 from models.compile_cache import enable_persistent_cache, use_cpu_cores_as_devices  # noqa: E402
-from models.hparams import TrialConfig  # noqa: E402
-from tuner.cv import make_folds  # noqa: E402
-from tuner.data import from_arrays  # noqa: E402
-from tuner.executor import Choices, Executor  # noqa: E402
+from tuner.inputs.cv import make_folds  # noqa: E402
+from tuner.inputs.data import from_arrays  # noqa: E402
+from tuner.execution.executor import Choices, Executor  # noqa: E402
 
 W1_GRID = [(lr, l2, width) for lr in (1e-3, 3e-3, 1e-2) for l2 in (1e-5, 1e-4, 1e-3)
            for width in (64, 128)]
@@ -29,7 +28,8 @@ W1_GRID = [(lr, l2, width) for lr in (1e-3, 3e-3, 1e-2) for l2 in (1e-5, 1e-4, 1
 def main(cache_dir: str) -> None:
     if os.environ.get("TUNER_CPU_DEVICES") != "1":
         use_cpu_cores_as_devices()
-    enable_persistent_cache(cache_dir)
+    programs = ProgramCache(ProgramStore(os.path.join(enable_persistent_cache(cache_dir),
+                                                      "programs")))
     X, y = load_digits(return_X_y=True)
     dataset = from_arrays(X, y, task="multiclass")
     folds, _ = make_folds(dataset, folds=5, stratified=True, shuffle=True, seed=0)
@@ -40,7 +40,8 @@ def main(cache_dir: str) -> None:
         for i, (lr, l2, w) in enumerate(W1_GRID)
     ]
     ex = Executor(folds, "multiclass", 10, "accuracy",
-                  Choices(("relu",), ("adam",), ("kaiming_uniform",), ("constant",)), seed=0)
+                  Choices(("relu",), ("adam",), ("kaiming_uniform",), ("constant",)), seed=0,
+                  programs=programs)
     outcomes = ex.run(configs)
     best = max(o.value for o in outcomes if o.value is not None)
     print(json.dumps({

@@ -1,23 +1,24 @@
-"""Persistent compilation cache and compile accounting.
+"""JAX's persistent compilation cache, compile accounting, and CPU cores as devices.
 
 ``enable_persistent_cache`` makes a second process load compiled training programs
 from disk instead of compiling them again. JAX skips programs that compile in under a
 second unless the minimum compile time is 0, so it is set to 0 here.
 
-``COMPILE_STATS`` counts, process-wide, XLA compilations, their seconds and the
-persistent-cache hits, from JAX's own monitoring events.
+``counting_compiles(stats)`` adds the XLA compilations, their seconds and the
+persistent-cache hits that happen on the calling thread inside the block to ``stats``
+(from JAX's own monitoring events), so two sweeps in one process keep their own counts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import threading
+from collections.abc import Iterator
 
 import jax
 from jax import monitoring
-
-from models import program_store
 
 _BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
 _TRACE = "/jax/core/compile/jaxpr_trace_duration"
@@ -28,7 +29,7 @@ _CACHE_MISS = "/jax/compilation_cache/cache_misses"
 
 @dataclasses.dataclass
 class CompileStats:
-    compiles: int = 0           # backend compilations (cache hits included: they pass here too)
+    compiles: int = 0             # backend compilations (cache hits pass here too)
     compile_seconds: float = 0.0  # tracing + lowering + backend compile/cache load
     cache_hits: int = 0
     cache_misses: int = 0
@@ -37,35 +38,51 @@ class CompileStats:
         return dataclasses.replace(self)
 
 
-COMPILE_STATS = CompileStats()
-_lock = threading.Lock()
+_collectors = threading.local()  # per thread: the stats objects counting right now
+_install_lock = threading.Lock()
 _installed = False
 
 
+def _active() -> list[CompileStats]:
+    return getattr(_collectors, "stack", [])
+
+
 def _on_duration(event: str, seconds: float, **_: object) -> None:
-    with _lock:
+    for stats in _active():
         if event == _BACKEND_COMPILE:
-            COMPILE_STATS.compiles += 1
-            COMPILE_STATS.compile_seconds += seconds
+            stats.compiles += 1
+            stats.compile_seconds += seconds
         elif event in (_TRACE, _LOWER):
-            COMPILE_STATS.compile_seconds += seconds
+            stats.compile_seconds += seconds
 
 
 def _on_event(event: str, **_: object) -> None:
-    with _lock:
+    for stats in _active():
         if event == _CACHE_HIT:
-            COMPILE_STATS.cache_hits += 1
+            stats.cache_hits += 1
         elif event == _CACHE_MISS:
-            COMPILE_STATS.cache_misses += 1
+            stats.cache_misses += 1
 
 
-def install_listeners() -> None:
-    """Start counting (idempotent)."""
+def _install_listeners() -> None:
     global _installed
-    if not _installed:
-        monitoring.register_event_duration_secs_listener(_on_duration)
-        monitoring.register_event_listener(_on_event)
-        _installed = True
+    with _install_lock:
+        if not _installed:
+            monitoring.register_event_duration_secs_listener(_on_duration)
+            monitoring.register_event_listener(_on_event)
+            _installed = True
+
+
+@contextlib.contextmanager
+def counting_compiles(stats: CompileStats) -> Iterator[CompileStats]:
+    """Count into ``stats`` what JAX compiles on this thread inside the block."""
+    _install_listeners()
+    stack = _active()
+    _collectors.stack = [*stack, stats]
+    try:
+        yield stats
+    finally:
+        _collectors.stack = stack
 
 
 def default_cache_dir() -> str:
@@ -74,19 +91,14 @@ def default_cache_dir() -> str:
 
 
 def enable_persistent_cache(path: str | None = None) -> str:
-    """Turn on JAX's persistent compilation cache at ``path`` (created if missing), and
-    keep exported training programs under ``path/programs`` (see program_store)."""
+    """Turn on JAX's persistent compilation cache at ``path`` (created if missing);
+    returns the absolute path (``<path>/programs`` is the place for a ProgramStore)."""
     path = os.path.abspath(path or default_cache_dir())
     os.makedirs(path, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-    program_store.set_directory(os.path.join(path, "programs"))
-    install_listeners()
     return path
-
-
-install_listeners()
 
 
 def use_cpu_cores_as_devices(n: int | None = None) -> int:

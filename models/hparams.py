@@ -19,42 +19,135 @@ from typing import NamedTuple
 import numpy as np
 
 TASKS = ("regression", "binary", "multiclass", "multilabel")
-ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "prelu", "elu")
-NORMS = ("none", "batch", "layer")
-INITS = ("gaussian", "xavier_normal", "xavier_uniform", "kaiming_normal", "kaiming_uniform")
-# "xavier"/"kaiming" alone mean the normal variant.
-INIT_ALIASES = {"xavier": "xavier_normal", "kaiming": "kaiming_normal", "he": "kaiming_normal"}
-# gd is full-batch gradient descent: SGD whose batch is the whole training fold.
-OPTIMIZERS = ("gd", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
-SCHEDULES = ("constant", "exponential", "step", "cosine", "warmup_cosine")
+
+
+@dataclasses.dataclass(frozen=True)
+class Interval:
+    """A numeric domain such as ``[0, 1)``; ``allow_inf`` admits +inf as a value."""
+
+    lo: float
+    lo_closed: bool
+    hi: float = math.inf
+    hi_closed: bool = False
+    allow_inf: bool = False
+
+    def __contains__(self, v: float) -> bool:
+        if v == math.inf and self.allow_inf:
+            return True
+        above = v >= self.lo if self.lo_closed else v > self.lo
+        below = v <= self.hi if self.hi_closed else v < self.hi
+        return above and below
+
+    def __str__(self) -> str:
+        if self.hi == math.inf:
+            return f"{'>=' if self.lo_closed else '>'} {_num(self.lo)}"
+        return (f"in {'[' if self.lo_closed else '('}{_num(self.lo)}, "
+                f"{_num(self.hi)}{']' if self.hi_closed else ')'}")
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if isinstance(x, float) and x.is_integer() and abs(x) < 1e15 else str(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class HParam:
+    """One hyperparameter of the MLP: the single source of its name, kind, default,
+    domain and role in a compiled program.
+
+    kind: "int", "float" or "choice".
+    role: how a program holds it:
+      "shape"    - part of the program's shape; lanes of one program share it (norm,
+                   batch size);
+      "bucket"   - a static maximum per program; a lane uses up to it (depth, width,
+                   epochs: masks, pass-through layers, frozen lanes);
+      "selector" - a per-lane id into the program's static set of choices (activation,
+                   optimizer, init, schedule);
+      "traced"   - a per-lane array; never recompiles.
+    """
+
+    name: str
+    kind: str
+    default: object
+    domain: Interval | tuple[str, ...]
+    role: str
+    aliases: tuple[tuple[str, str], ...] = ()  # choice spellings that mean another choice
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        """Every accepted spelling of a choice hyperparameter (aliases last)."""
+        assert self.kind == "choice"
+        return tuple(self.domain) + tuple(a for a, _ in self.aliases)
+
+
+_UNIT = Interval(0, True, 1, False)
+_POSITIVE = Interval(0, False)
+_NON_NEGATIVE = Interval(0, True)
+
+# The vocabulary: every hyperparameter the core knows (docs/models.md gives the meaning).
+HPARAM_TABLE: tuple[HParam, ...] = (
+    HParam("learning_rate", "float", 1e-3, _POSITIVE, "traced"),
+    HParam("batch_size", "int", 64, Interval(1, True), "shape"),
+    HParam("epochs", "int", 10, Interval(1, True), "bucket"),
+    HParam("depth", "int", 1, Interval(0, True), "bucket"),
+    HParam("width", "int", 64, Interval(1, True), "bucket"),
+    # gd is full-batch gradient descent: SGD whose batch is the whole training fold.
+    HParam("optimizer", "choice", "adam",
+           ("gd", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"),
+           "selector"),
+    HParam("momentum", "float", 0.9, _UNIT, "traced"),      # forced to 0 for sgd and gd
+    HParam("beta1", "float", 0.9, _UNIT, "traced"),         # adam / adamw
+    HParam("beta2", "float", 0.999, _UNIT, "traced"),
+    HParam("rho", "float", 0.9, _UNIT, "traced"),           # rmsprop's squared-gradient decay
+    HParam("eps", "float", 1e-8, _POSITIVE, "traced"),
+    HParam("activation", "choice", "relu",
+           ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "prelu", "elu"), "selector"),
+    HParam("leaky_slope", "float", 0.01, _NON_NEGATIVE, "traced"),  # prelu starts at 0.25
+    HParam("init", "choice", "kaiming_uniform",
+           ("gaussian", "xavier_normal", "xavier_uniform", "kaiming_normal", "kaiming_uniform"),
+           "selector",
+           # "xavier"/"kaiming" alone mean the normal variant.
+           aliases=(("xavier", "xavier_normal"), ("kaiming", "kaiming_normal"),
+                    ("he", "kaiming_normal"))),
+    HParam("init_scale", "float", 0.01, _POSITIVE, "traced"),  # sigma of the gaussian init
+    HParam("norm", "choice", "none", ("none", "batch", "layer"), "shape"),
+    HParam("l1", "float", 0.0, _NON_NEGATIVE, "traced"),       # l1 * sum|W| on weights
+    HParam("l2", "float", 0.0, _NON_NEGATIVE, "traced"),       # 0.5 * l2 * sum W^2 on weights
+    HParam("weight_decay", "float", 0.0, _NON_NEGATIVE, "traced"),  # decoupled: W -= lr*wd*W
+    HParam("dropout", "float", 0.0, _UNIT, "traced"),          # drop probability, hidden units
+    HParam("schedule", "choice", "constant",
+           ("constant", "exponential", "step", "cosine", "warmup_cosine"), "selector"),
+    HParam("decay_rate", "float", 0.5, Interval(0, False, 1, True), "traced"),
+    HParam("decay_epochs", "float", 10.0, _POSITIVE, "traced"),
+    HParam("warmup_fraction", "float", 0.1, _UNIT, "traced"),
+    HParam("clip_norm", "float", math.inf, Interval(0, False, allow_inf=True), "traced"),
+)
+HPARAMS: dict[str, HParam] = {p.name: p for p in HPARAM_TABLE}
+
+# Derived views (never edit these; edit the table).
+ACTIVATIONS: tuple[str, ...] = HPARAMS["activation"].domain  # type: ignore[assignment]
+NORMS: tuple[str, ...] = HPARAMS["norm"].domain  # type: ignore[assignment]
+INITS: tuple[str, ...] = HPARAMS["init"].domain  # type: ignore[assignment]
+INIT_ALIASES: dict[str, str] = dict(HPARAMS["init"].aliases)
+OPTIMIZERS: tuple[str, ...] = HPARAMS["optimizer"].domain  # type: ignore[assignment]
+SCHEDULES: tuple[str, ...] = HPARAMS["schedule"].domain  # type: ignore[assignment]
+NUMERIC_DEFAULTS: dict[str, float] = {p.name: p.default for p in HPARAM_TABLE
+                                      if p.role == "traced"}  # type: ignore[misc]
+CHOICE_DEFAULTS: dict[str, str] = {p.name: p.default for p in HPARAM_TABLE
+                                   if p.kind == "choice"}  # type: ignore[misc]
 
 # Optimizers sharing one optax update rule; the numeric hyperparameters tell them apart
 # (sgd = momentum 0, adam = adamw with weight decay 0), so they need no selector.
+OPTIMIZER_FAMILIES = ("sgd", "nesterov", "adagrad", "rmsprop", "adam")  # selector order
 OPTIMIZER_FAMILY = {
     "gd": "sgd", "sgd": "sgd", "momentum": "sgd", "nesterov": "nesterov",
     "adagrad": "adagrad", "rmsprop": "rmsprop", "adam": "adam", "adamw": "adam",
 }
-
-# Defaults for every numeric hyperparameter (the documented meaning is in docs/models.md).
-NUMERIC_DEFAULTS: dict[str, float] = {
-    "learning_rate": 1e-3,
-    "momentum": 0.9,        # momentum / nesterov; forced to 0 for sgd and gd
-    "beta1": 0.9,           # adam / adamw
-    "beta2": 0.999,
-    "rho": 0.9,             # rmsprop decay of the squared-gradient average
-    "eps": 1e-8,
-    "l1": 0.0,              # penalty l1 * sum|W| on weights (not biases)
-    "l2": 0.0,              # penalty 0.5 * l2 * sum W^2 on weights (not biases)
-    "weight_decay": 0.0,    # decoupled: W -= lr * weight_decay * W (adamw default below)
-    "dropout": 0.0,         # drop probability on hidden units
-    "init_scale": 0.01,     # sigma of the gaussian init
-    "leaky_slope": 0.01,    # negative slope of leaky_relu; initial slope of prelu is 0.25
-    "decay_rate": 0.5,      # exponential/step schedules: factor per decay_epochs
-    "decay_epochs": 10.0,
-    "warmup_fraction": 0.1, # warmup_cosine: share of all steps spent warming up
-    "clip_norm": math.inf,  # gradient clipping by global norm; inf = off
-}
 ADAMW_DEFAULT_WEIGHT_DECAY = 1e-4  # optax's default for adamw
+
+
+def canonical_init(name: str) -> str:
+    """The init scheme an alias means (``xavier`` -> ``xavier_normal``)."""
+    return INIT_ALIASES.get(name, name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +190,7 @@ class Signature:
         _check_choice("norm", self.norm, NORMS)
         for name, values, allowed in (
             ("activations", self.activations, ACTIVATIONS),
-            ("optimizers", self.optimizers, tuple(set(OPTIMIZER_FAMILY.values()))),
+            ("optimizers", self.optimizers, OPTIMIZER_FAMILIES),
             ("inits", self.inits, INITS),
             ("schedules", self.schedules, SCHEDULES),
         ):
@@ -147,21 +240,23 @@ INT_FIELDS = frozenset(
     {"depth", "width", "activation", "optimizer", "init", "schedule", "epochs",
      "trial"}
 )
+# Every traced hyperparameter of the table is a lane array.
+assert set(NUMERIC_DEFAULTS) <= set(LaneHparams._fields), "LaneHparams lacks a traced hparam"
 
 
 @dataclasses.dataclass(frozen=True)
 class TrialConfig:
     """One trial's complete hyperparameters in user terms (names as in the YAML)."""
 
-    depth: int = 1
-    width: int = 64
-    activation: str = "relu"
-    norm: str = "none"
-    optimizer: str = "adam"
-    init: str = "kaiming_uniform"
-    schedule: str = "constant"
-    batch_size: int = 64
-    epochs: int = 10
+    depth: int = HPARAMS["depth"].default  # type: ignore[assignment]
+    width: int = HPARAMS["width"].default  # type: ignore[assignment]
+    activation: str = HPARAMS["activation"].default  # type: ignore[assignment]
+    norm: str = HPARAMS["norm"].default  # type: ignore[assignment]
+    optimizer: str = HPARAMS["optimizer"].default  # type: ignore[assignment]
+    init: str = HPARAMS["init"].default  # type: ignore[assignment]
+    schedule: str = HPARAMS["schedule"].default  # type: ignore[assignment]
+    batch_size: int = HPARAMS["batch_size"].default  # type: ignore[assignment]
+    epochs: int = HPARAMS["epochs"].default  # type: ignore[assignment]
     numeric: tuple[tuple[str, float], ...] = ()
     seed: int = 0
     trial: int = 0
@@ -176,7 +271,7 @@ class TrialConfig:
         if unknown:
             raise ValueError(f"unknown hyperparameter(s): {sorted(unknown)}")
         if "init" in kwargs:
-            kwargs["init"] = INIT_ALIASES.get(kwargs["init"], kwargs["init"])
+            kwargs["init"] = canonical_init(kwargs["init"])
         for k in ("depth", "width", "batch_size", "epochs"):
             if k in kwargs:
                 kwargs[k] = int(kwargs[k])
@@ -234,7 +329,7 @@ def signature_for(configs: list[TrialConfig], task: str, n_features: int, n_outp
         activations=_ordered({c.activation for c in configs}, ACTIVATIONS),
         norm=norms.pop(),
         optimizers=_ordered({OPTIMIZER_FAMILY[c.optimizer] for c in configs},
-                            ("sgd", "nesterov", "adagrad", "rmsprop", "adam")),
+                            OPTIMIZER_FAMILIES),
         inits=_ordered({c.init for c in configs}, INITS),
         schedules=_ordered({c.schedule for c in configs}, SCHEDULES),
         batch_size=batches.pop(),

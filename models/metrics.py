@@ -29,20 +29,44 @@ weight > 0, with these deliberate differences:
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
-CLASSIFICATION_METRICS = ("accuracy", "f1_macro", "roc_auc", "log_loss")
+
+@dataclasses.dataclass(frozen=True)
+class MetricInfo:
+    """One validation metric: which tasks it scores and which way is better."""
+
+    name: str
+    greater_is_better: bool
+    classification: bool  # binary/multiclass/multilabel, else regression
+
+
+# The one table of metrics; everything below is derived from it.
+METRIC_TABLE: tuple[MetricInfo, ...] = (
+    MetricInfo("accuracy", True, True),
+    MetricInfo("f1_macro", True, True),
+    MetricInfo("roc_auc", True, True),
+    MetricInfo("log_loss", False, True),
+    MetricInfo("mse", False, False),
+    MetricInfo("rmse", False, False),
+    MetricInfo("mae", False, False),
+    MetricInfo("r2", True, False),
+)
+METRICS: dict[str, MetricInfo] = {m.name: m for m in METRIC_TABLE}
+CLASSIFICATION_METRICS = tuple(m.name for m in METRIC_TABLE if m.classification)
+REGRESSION_METRICS = tuple(m.name for m in METRIC_TABLE if not m.classification)
 METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
     "binary": CLASSIFICATION_METRICS,
     "multiclass": CLASSIFICATION_METRICS,
     "multilabel": CLASSIFICATION_METRICS,
-    "regression": ("mse", "rmse", "mae", "r2"),
+    "regression": REGRESSION_METRICS,
 }
-GREATER_IS_BETTER: dict[str, bool] = {
-    "accuracy": True, "f1_macro": True, "roc_auc": True, "r2": True,
-    "log_loss": False, "mse": False, "rmse": False, "mae": False,
-}
+GREATER_IS_BETTER: dict[str, bool] = {m.name: m.greater_is_better for m in METRIC_TABLE}
+DEFAULT_METRIC: dict[str, str] = {"binary": "accuracy", "multiclass": "accuracy",
+                                  "multilabel": "accuracy", "regression": "r2"}
 
 
 def compute_metrics(task: str, logits, y, w, y_shift, y_scale) -> dict[str, jax.Array]:

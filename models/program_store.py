@@ -3,10 +3,10 @@
 JAX's persistent compilation cache saves the XLA compile, but to find a program in it
 a process must first trace and lower the program again: about 2 s for a training
 program on a 2-core CPU, several times the cost of loading the compiled executable.
-With a directory set (``set_directory``; ``compile_cache.enable_persistent_cache`` sets
-``<cache>/programs``), each program is exported once, serialized, and later processes
-deserialize it in milliseconds and call it; the XLA compile of that call is the one the
-persistent cache holds, so a warm process neither traces, lowers nor compiles.
+A ``ProgramStore`` keeps each program exported and serialized under one directory;
+later processes deserialize it in milliseconds and call it, and the XLA compile of
+that call is the one the persistent cache holds, so a warm process neither traces,
+lowers nor compiles.
 
 A program's file name is a hash of everything that shapes it: the caller's key (the
 Signature, argument shapes and dtypes, device count), the JAX version, the backend and
@@ -17,13 +17,11 @@ program twice. An unreadable file is exported again and replaced.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import logging
 import os
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,28 +29,6 @@ import jax
 from jax import export
 
 log = logging.getLogger(__name__)
-
-_directory: str | None = None
-_lock = threading.Lock()
-
-
-@dataclasses.dataclass
-class StoreStats:
-    exported: int = 0   # programs traced, exported and written this process
-    loaded: int = 0     # programs read back from disk (no trace, no lowering)
-
-
-STATS = StoreStats()
-
-
-def set_directory(path: str | os.PathLike | None) -> None:
-    """Keep exported programs under ``path`` (created on first write); None turns it off."""
-    global _directory
-    _directory = os.path.abspath(path) if path is not None else None
-
-
-def directory() -> str | None:
-    return _directory
 
 
 @functools.cache
@@ -74,50 +50,48 @@ def program_digest(key: str) -> str:
     return h.hexdigest()[:40]
 
 
-def _path(key: str) -> Path:
-    assert _directory is not None
-    return Path(_directory) / f"{program_digest(key)}.jaxexport"
+class ProgramStore:
+    """Exported programs under ``directory`` (created on the first write)."""
 
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.directory = Path(os.path.abspath(directory))
 
-def is_stored(key: str) -> bool:
-    """Whether a process would load this program instead of tracing it."""
-    return _directory is not None and _path(key).is_file()
+    def __repr__(self) -> str:
+        return f"ProgramStore({str(self.directory)!r})"
 
+    def path(self, key: str) -> Path:
+        return self.directory / f"{program_digest(key)}.jaxexport"
 
-def load_or_export(key: str, jitted: Callable, args: tuple[Any, ...],
-                   compiler_options: dict[str, Any] | None = None) -> Callable:
-    """A callable running ``jitted`` on arguments shaped like ``args``.
+    def has(self, key: str) -> bool:
+        """Whether a process would load this program instead of tracing it."""
+        return self.path(key).is_file()
 
-    Read from the store when it is there; otherwise exported from ``jitted`` (which
-    must carry its input shardings), written to the store, and returned. Either way the
-    caller runs the exported program, so a program is compiled once, not twice, with
-    ``compiler_options``.
-    """
-    path = _path(key)
-    try:
-        exported = export.deserialize(bytearray(path.read_bytes()))
-    except FileNotFoundError:
-        exported = None
-    except Exception as exc:  # noqa: BLE001 - a damaged file is rebuilt, not fatal
-        log.warning("stored program %s is unreadable (%s); exporting it again", path.name, exc)
-        exported = None
-    if exported is not None:
-        with _lock:
-            STATS.loaded += 1
-        return jax.jit(exported.call, compiler_options=compiler_options)
-    exported = export.export(jitted, platforms=[jax.default_backend()])(*args)
-    _write_atomic(path, exported.serialize())
-    with _lock:
-        STATS.exported += 1
-    return jax.jit(exported.call, compiler_options=compiler_options)
+    def load(self, key: str) -> export.Exported | None:
+        """The stored program, or None (absent, or unreadable: it will be rebuilt)."""
+        path = self.path(key)
+        try:
+            return export.deserialize(bytearray(path.read_bytes()))
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # noqa: BLE001 - a damaged file is rebuilt, not fatal
+            log.warning("stored program %s is unreadable (%s); exporting it again",
+                        path.name, exc)
+            return None
 
+    def export_and_save(self, key: str, jitted: Callable, args: tuple[Any, ...]
+                        ) -> export.Exported:
+        """Export ``jitted`` (which carries its input shardings) for ``args``; save it."""
+        exported = export.export(jitted, platforms=[jax.default_backend()])(*args)
+        self._write_atomic(self.path(key), exported.serialize())
+        return exported
 
-def _write_atomic(path: Path, blob: bytes | bytearray) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".jaxexport")
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-        os.replace(tmp, path)
-    except OSError as exc:  # a read-only or full disk only costs the next process time
-        log.warning("could not store program %s: %s", path.name, exc)
+    @staticmethod
+    def _write_atomic(path: Path, blob: bytes | bytearray) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".jaxexport")
+            with os.fdopen(fd, "wb") as f:
+                f.write(blob)
+            os.replace(tmp, path)
+        except OSError as exc:  # a read-only or full disk only costs the next process time
+            log.warning("could not store program %s: %s", path.name, exc)

@@ -1,8 +1,9 @@
-"""Train P trials x F folds in one compiled program.
+"""Train P trials x F folds in one program: the pure training functions.
 
-``fit(sig, hp, folds)`` jit-compiles once per (Signature, array shapes) and runs
-``vmap(trials) . vmap(folds) . scan(epochs) . scan(minibatches)``. Numeric
-hyperparameters are arrays in ``hp`` and never trigger a recompilation.
+``fit_program(sig, hp, folds, seed, mesh)`` runs ``vmap(trials) . vmap(folds) .
+scan(epochs) . scan(minibatches)``; ``models.programs.ProgramCache`` compiles it once
+per (Signature, array shapes). Numeric hyperparameters are arrays in ``hp`` and never
+trigger a recompilation.
 
 Per lane, per epoch: the real training rows are reshuffled (padding rows sort last),
 split into minibatches of ``sig.batch_size``; batches made only of padding, epochs
@@ -13,15 +14,13 @@ At the end of each epoch the validation rows are scored.
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jax import export
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, PartitionSpec
 
-from models import network, optim, program_store
+from models import network, optim
 from models.folds import FoldStack
 from models.hparams import LaneHparams, Signature
 from models.metrics import compute_metrics, loss_from_logits
@@ -102,21 +101,7 @@ def _epoch_order(key, w_train, n_batches: int, batch: int):
     return jnp.pad(order, (0, n_batches * batch - n_rows)).reshape(n_batches, batch)
 
 
-def compiler_options() -> dict[str, str]:
-    """XLA options of the training programs. On CPU, LLVM at optimisation level 1
-    compiles a training program about a quarter faster than the default level 2 with
-    the same run time (the matrix products are library calls; what LLVM compiles is
-    simple elementwise loops). Other backends keep their defaults."""
-    return {"xla_backend_optimization_level": "1"} if jax.default_backend() == "cpu" else {}
-
-
-@functools.cache
-def _jitted_program():
-    return jax.jit(_fit_program, static_argnames=("sig", "mesh"),
-                   compiler_options=compiler_options())
-
-
-def _fit_program(sig: Signature, hp: LaneHparams, folds: FoldStack, seed,
+def fit_program(sig: Signature, hp: LaneHparams, folds: FoldStack, seed,
                  mesh: Mesh | None = None) -> FitResult:
     if mesh is None:
         return _fit_lanes(sig, hp, folds, seed)
@@ -203,90 +188,3 @@ def _fit_lanes(sig: Signature, hp: LaneHparams, folds: FoldStack, seed) -> FitRe
     move = lambda a: jnp.moveaxis(a, 0, -1)  # noqa: E731 - [E, P, F] -> [P, F, E]
     return FitResult(move(train_loss), move(val_loss),
                      {k: move(v) for k, v in metrics.items()}, diverged_at, params, norm_state)
-
-
-# Exported programs name their argument and result types; register them once.
-for _cls in (LaneHparams, FoldStack, FitResult):
-    export.register_namedtuple_serialization(_cls, serialized_name=f"models.{_cls.__name__}")
-
-_STORED: dict[str, Callable] = {}  # program key -> callable of an exported program
-
-
-def _mesh_for(devices: list, n_trials: int) -> Mesh | None:
-    if len(devices) > 1 and n_trials % len(devices) == 0:
-        return Mesh(np.asarray(devices), ("lanes",))
-    return None
-
-
-def _program_devices(mesh: Mesh | None) -> int:
-    return 1 if mesh is None else mesh.devices.size
-
-
-def program_key(sig: Signature, n_trials: int, folds: FoldStack, n_devices: int) -> str:
-    """Everything besides models/ itself that shapes a training program."""
-    shapes = tuple((tuple(np.shape(a)), str(jax.dtypes.canonicalize_dtype(a.dtype))) for a in folds)
-    return repr((sig, n_trials, shapes, n_devices, bool(jax.config.jax_enable_x64)))
-
-
-def program_is_stored(sig: Signature, n_trials: int, folds: FoldStack,
-                      devices: list | None = None) -> bool:
-    """Whether ``fit`` would load this program from the program store (no trace)."""
-    devices = list(devices) if devices is not None else jax.local_devices()
-    mesh = _mesh_for(devices, n_trials)
-    return program_store.is_stored(program_key(sig, n_trials, folds, _program_devices(mesh)))
-
-
-def _stored_program(sig: Signature, mesh: Mesh | None, hp, folds, seed) -> Callable:
-    n_trials = int(np.shape(hp.learning_rate)[0])
-    key = program_key(sig, n_trials, folds, _program_devices(mesh))
-    program = _STORED.get(key)
-    if program is None:
-        shardings = None
-        if mesh is not None:
-            shardings = (NamedSharding(mesh, PartitionSpec("lanes")),
-                         NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec()))
-        jitted = jax.jit(lambda h, f, s: _fit_program(sig, h, f, s, mesh), in_shardings=shardings)
-        program = program_store.load_or_export(key, jitted, (hp, folds, seed),
-                                               compiler_options())
-        _STORED[key] = program
-    return program
-
-
-def fit(sig: Signature, hp: LaneHparams, folds: FoldStack, seed: int = 0,
-        devices: list | None = None) -> FitResult:
-    """Train every trial of ``hp`` (arrays [P]) on every fold of ``folds``.
-
-    Compiles once per ``sig`` and shapes (P, F, rows); call with the same P to reuse
-    the program (the executor pads the trial axis). With several local devices (GPUs,
-    TPU cores, or CPU devices from --xla_force_host_platform_device_count) and P a
-    multiple of their count, the trial axis is split across them (``shard_map``: each
-    device trains its own lanes, with no communication) and the folds are replicated;
-    results are the same as on one device. With a program store directory set (see
-    program_store), the program is loaded from disk instead of traced when it is there.
-    """
-    devices = list(devices) if devices is not None else jax.local_devices()
-    n_trials = int(np.shape(hp.learning_rate)[0])
-    mesh = _mesh_for(devices, n_trials)
-    if mesh is not None:
-        hp = jax.device_put(LaneHparams(*(jnp.asarray(v) for v in hp)),
-                            NamedSharding(mesh, PartitionSpec("lanes")))
-        folds = jax.device_put(FoldStack(*(jnp.asarray(v) for v in folds)),
-                               NamedSharding(mesh, PartitionSpec()))
-    else:
-        hp = LaneHparams(*(jnp.asarray(v) for v in hp))
-        folds = FoldStack(*(jnp.asarray(v) for v in folds))
-    seed = jnp.asarray(seed, jnp.uint32)
-    if program_store.directory() is None:
-        return _jitted_program()(sig, hp, folds, seed, mesh)
-    return _stored_program(sig, mesh, hp, folds, seed)(hp, folds, seed)
-
-
-def lane_multiple() -> int:
-    """Trial-axis sizes should be multiples of this to use every local device."""
-    return jax.local_device_count()
-
-
-def compiled_programs() -> int:
-    """How many training programs this process has compiled (for no-recompile checks)."""
-    return (_jitted_program()._cache_size()
-            + sum(p._cache_size() for p in _STORED.values()))

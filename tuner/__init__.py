@@ -14,7 +14,7 @@ __all__ = ["tune", "TuneResult", "TunerError", "SpecError", "DataError"]
 if TYPE_CHECKING:
     from tuner.api import tune
     from tuner.errors import DataError, SpecError, TunerError
-    from tuner.finalize import TuneResult
+    from tuner.summary.finalize import TuneResult
 
 
 def __getattr__(name: str):
@@ -23,7 +23,7 @@ def __getattr__(name: str):
         from tuner.api import tune
         return tune
     if name == "TuneResult":
-        from tuner.finalize import TuneResult
+        from tuner.summary.finalize import TuneResult
         return TuneResult
     if name in ("TunerError", "SpecError", "DataError"):
         from tuner import errors

@@ -6,11 +6,9 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from tuner import stores
-from tuner.finalize import TuneResult, finish
-from tuner.inputs import resolve_inputs
-from tuner.runtime import quiet_libraries, setup_compilation_cache
-from tuner.spec import SweepSpec
+from tuner.inputs.resolve import resolve_inputs
+from tuner.inputs.spec import SweepSpec
+from tuner.summary.finalize import TuneResult
 
 
 def tune(
@@ -42,22 +40,12 @@ def tune(
                                          method=method, seed=seed, metric=metric,
                                          folds=folds, fixed=fixed, name=name, batch=batch,
                                          trials=trials)
-    quiet_libraries()
-    setup_compilation_cache()
-    root = stores.results_root()
-    if storage is None or tracking_uri is None:
-        root.mkdir(parents=True, exist_ok=True)
-    from tuner.engine import Sweep  # heavy imports only once inputs are valid
+    from tuner.execution.session import open_sweep  # heavy imports only once inputs are valid
 
-    sweep = Sweep(
-        sweep_spec, dataset,
-        storage_url=storage or stores.default_storage_url(root),
-        tracking_uri=tracking_uri or stores.default_tracking_uri(root),
-        artifact_location=None if tracking_uri else stores.default_artifact_location(root),
-        study_name=name or sweep_spec.name, batch=batch,
-    )
+    sweep = open_sweep(sweep_spec, dataset, storage=storage, tracking_uri=tracking_uri,
+                       study_name=name or sweep_spec.name, batch=batch)
     outcome = sweep.run(trials)
-    result = finish(sweep, outcome, refit_best=refit)
+    result = sweep.finish(outcome, refit=refit)
     if outcome.interrupted:
         raise KeyboardInterrupt
     return result

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import threading
-import uuid
 from pathlib import Path
 from typing import Optional
 
@@ -26,7 +25,7 @@ from rich.table import Table
 
 from tuner import process, stores
 from tuner.errors import InputError
-from tuner.runtime import quiet_libraries, setup_compilation_cache
+from tuner.runtime import quiet_libraries
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Hyperparameter sweeps for JAX MLPs, tracked in MLflow.")
@@ -91,18 +90,9 @@ def _guard(fn):
 
 # --------------------------------------------------------------------------- helpers
 def _load_inputs(space: Path, method, trials, batch, seed):
-    from tuner.inputs import resolve_inputs
+    from tuner.inputs.resolve import resolve_inputs
 
     return resolve_inputs(space, method=method, trials=trials, batch=batch, seed=seed)
-
-
-def _stores(storage: Optional[str], tracking_uri: Optional[str]):
-    root = stores.results_root()
-    if storage is None or tracking_uri is None:
-        root.mkdir(parents=True, exist_ok=True)
-    return (storage or stores.default_storage_url(root),
-            tracking_uri or stores.default_tracking_uri(root),
-            None if tracking_uri else stores.default_artifact_location(root))
 
 
 def _progress_bar():
@@ -114,8 +104,6 @@ def _progress_bar():
 
 
 def _run_sweep(sweep, trials, refit: bool):
-    from tuner.finalize import finish
-
     process.resume_gc()  # the libraries are imported: the sweep's own objects need it
 
     with _progress_bar() as bar:
@@ -128,36 +116,37 @@ def _run_sweep(sweep, trials, refit: bool):
         with _stop_on_first_ctrl_c() as stop:
             outcome = sweep.run(trials, progress=on_progress, stop=stop)
         outcome.interrupted = outcome.interrupted or stop.is_set()
-    result = finish(sweep, outcome, refit_best=refit)
-    _print_best(result.study, sweep.spec.metric)
-    stats = sweep.executor.stats
-    out.print(f"time: training {stats.train_seconds:.1f}s, compiling "
-              f"{stats.compile_seconds:.1f}s ({stats.programs_compiled} programs, "
-              f"{stats.cache_hits} from cache), tracking {sweep.tracker.seconds:.1f}s")
-    _write_stats(sweep, result)
-    _print_ui_hint(sweep.tracker)
+    result = sweep.finish(outcome, refit=refit)
+    _print_best(result.study, result.metric)
+    training, tracking = result.stats.training, result.stats.tracking
+    out.print(f"time: training {training.train_seconds:.1f}s, compiling "
+              f"{training.compile_seconds:.1f}s ({training.programs_compiled} programs, "
+              f"{training.cache_hits} from cache), tracking {tracking.seconds:.1f}s")
+    _write_stats(result)
+    _print_ui_hint(result)
     if outcome.interrupted:
         raise KeyboardInterrupt
     return result
 
 
-def _write_stats(sweep, result) -> None:
+def _write_stats(result) -> None:
     """Machine-readable figures for the benchmarks (TUNER_STATS_JSON=path)."""
     path = os.environ.get("TUNER_STATS_JSON")
     if not path:
         return
     import json
 
-    from tuner.finalize import best_trial_or_none
+    from tuner.summary.finalize import best_trial_or_none
 
-    stats = sweep.executor.stats
+    training = result.stats.training
     best = best_trial_or_none(result.study)
     with open(path, "w") as fh:
         json.dump({
-            "train_s": stats.train_seconds, "compile_s": stats.compile_seconds,
-            "programs": stats.programs_compiled, "cache_hits": stats.cache_hits,
-            "padded_gflop": stats.padded_flops / 1e9, "useful_gflop": stats.useful_flops / 1e9,
-            "tracking_s": sweep.tracker.seconds,
+            "train_s": training.train_seconds, "compile_s": training.compile_seconds,
+            "programs": training.programs_compiled, "cache_hits": training.cache_hits,
+            "padded_gflop": training.padded_flops / 1e9,
+            "useful_gflop": training.useful_flops / 1e9,
+            "tracking_s": result.stats.tracking.seconds,
             "best_value": None if best is None else best.value,
             "trials": len(result.study.trials),
         }, fh)
@@ -213,15 +202,15 @@ def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def _print_ui_hint(tracker) -> None:
-    uri = tracker.tracking_uri
+def _print_ui_hint(result) -> None:
+    uri = result.tracking_uri
     if uri.startswith("http"):
-        out.print(f"MLflow: {stores.redact_url(uri)}/#/experiments/{tracker.experiment_id}"
+        out.print(f"MLflow: {stores.redact_url(uri)}/#/experiments/{result.experiment_id}"
                   "/runs?workflowType=machine_learning")
         return
     out.print(f"open the MLflow UI:  {stores.ui_command(uri)}")
     out.print("then browse:        "
-              + stores.runs_url("127.0.0.1", 5000, tracker.experiment_id))
+              + stores.runs_url("127.0.0.1", 5000, result.experiment_id))
 
 
 # --------------------------------------------------------------------------- commands
@@ -240,13 +229,10 @@ def run(
 ) -> None:
     """Run, or continue, the sweep described by SPACE."""
     spec, dataset = _load_inputs(space, method, trials, batch, seed)
-    quiet_libraries()
-    setup_compilation_cache()
-    storage_url, tracking, artifacts = _stores(storage, tracking_uri)
-    from tuner.engine import Sweep
+    from tuner.execution.session import open_sweep
 
-    sweep = Sweep(spec, dataset, storage_url=storage_url, tracking_uri=tracking,
-                  artifact_location=artifacts, study_name=study or spec.name, batch=batch)
+    sweep = open_sweep(spec, dataset, storage=storage, tracking_uri=tracking_uri,
+                       study_name=study, batch=batch)
     _run_sweep(sweep, trials, refit)
 
 
@@ -254,13 +240,12 @@ def run(
 @_guard
 def validate(space: Path = typer.Argument(..., help="search-space YAML file")) -> None:
     """Check a spec and its data without running anything."""
-    from tuner.spec import grid_points
+    from tuner.search.space import grid_size
 
     spec, dataset = _load_inputs(space, None, None, None, None)
     size = ""
     if spec.search.method == "grid":
-        import math
-        size = f", grid of {math.prod(len(v) for v in grid_points(spec).values())} points"
+        size = f", grid of {grid_size(spec)} points"
     out.print(f"ok: {spec.name}: {dataset.task}, {dataset.n_samples} rows x "
               f"{dataset.n_features} features, metric {spec.metric}, "
               f"{spec.search.method}{size}")
@@ -274,14 +259,13 @@ def show(
     top: int = typer.Option(10, min=1, help="how many trials to list"),
 ) -> None:
     """The best trials of a stored study."""
-    from tuner import search
+    from tuner.search.study import load_study, open_storage, stored_spec
 
     url = storage or stores.default_storage_url(stores.results_root())
     _require_existing_sqlite(url)
     quiet_libraries()
-    st = search.open_storage(url)
-    loaded = search.load_study(st, study)
-    metric = search.stored_spec(loaded).metric or "value"
+    loaded = load_study(open_storage(url), study)
+    metric = stored_spec(loaded).metric or "value"
     _print_best(loaded, metric, top)
 
 
@@ -295,25 +279,16 @@ def worker(
     worker_id: Optional[int] = typer.Option(None, help="seeds this worker's sampler"),
 ) -> None:
     """Join a shared study and work on it until its budget is done."""
-    from tuner import search
-    from tuner.data import load_data
+    from tuner.search.study import is_sqlite
 
-    if search.is_sqlite(storage):
+    if is_sqlite(storage):
         raise _fail("a sqlite storage serves one process, so workers cannot share it "
                     "safely; use PostgreSQL (--storage postgresql://USER@HOST/DB)",
                     EXIT_BAD_INPUT)
-    quiet_libraries()
-    setup_compilation_cache()
-    loaded = search.load_study(search.open_storage(storage), study)
-    spec = search.stored_spec(loaded)
-    dataset = load_data(spec.data)
-    _, tracking, artifacts = _stores("unused", tracking_uri)
-    from tuner.engine import Sweep
+    from tuner.execution.session import join_sweep
 
-    sweep = Sweep(spec, dataset, storage_url=storage, tracking_uri=tracking,
-                  artifact_location=artifacts, study_name=study, batch=batch,
-                  worker=worker_id if worker_id is not None else uuid.uuid4().int % 100_000,
-                  allow_create=False)
+    sweep = join_sweep(study, storage, tracking_uri=tracking_uri, batch=batch,
+                       worker=worker_id)
     _run_sweep(sweep, None, refit=False)
 
 

@@ -9,6 +9,7 @@ import threading
 import warnings
 from collections.abc import Callable, Sequence
 
+from models import ProgramCache, ProgramStore
 from models.compile_cache import enable_persistent_cache, use_cpu_cores_as_devices
 
 CACHE_ENV = "TUNER_JAX_CACHE"
@@ -57,6 +58,13 @@ def setup_compilation_cache() -> str | None:
     if path == "off":
         return None
     return enable_persistent_cache(path)
+
+
+def program_cache() -> ProgramCache:
+    """A sweep's program cache: devices and the persistent compilation cache set up, and
+    exported programs kept under ``<cache>/programs`` (none when the cache is off)."""
+    path = setup_compilation_cache()
+    return ProgramCache(ProgramStore(os.path.join(path, "programs")) if path else None)
 
 
 def preload_in_background(modules: Sequence[str],

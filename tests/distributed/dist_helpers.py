@@ -61,7 +61,7 @@ TUNER = [sys.executable, "-c", "from tuner.cli import console_main; console_main
 # ``<dir>/go``: processes started this way begin their work at the same moment.
 TUNER_SYNCED = [sys.executable, "-c", """
 import os, sys, time
-import tuner.cli, tuner.engine
+import tuner.cli, tuner.execution.sweep
 folder = sys.argv.pop(1)
 open(os.path.join(folder, f"{os.getpid()}.ready"), "w").close()
 while not os.path.exists(os.path.join(folder, "go")):
@@ -186,22 +186,23 @@ def one_error_line(result, secret: str | None = None) -> str:
 def create_study(spec_path: Path, storage_url: str):
     """Create a spec's study the way ``tuner run`` does (spec, data fingerprint), in this
     process and without training, so that processes can join it from their start."""
-    from tuner import search
-    from tuner.data import load_data
-    from tuner.spec import load_spec
+    from tuner.inputs.data import load_data
+    from tuner.inputs.spec import load_spec
+    from tuner.search.samplers import make_pruner, make_sampler
+    from tuner.search.study import create_or_load_study, open_storage
 
     spec = load_spec(spec_path)
     dataset = load_data(spec.data)
     spec = spec.with_task(dataset.task)
-    storage = search.open_storage(storage_url)
-    return search.create_or_load_study(storage, spec.name, spec, dataset.fingerprint(),
-                                       search.make_sampler(spec), search.make_pruner(spec))
+    storage = open_storage(storage_url)
+    return create_or_load_study(storage, spec.name, spec, dataset.fingerprint(),
+                                make_sampler(spec), make_pruner(spec))
 
 
 def load_study(storage_url: str, name: str):
     import optuna
 
-    from tuner.search import normalise_url
+    from tuner.search.study import normalise_url
 
     return optuna.load_study(study_name=name, storage=normalise_url(storage_url))
 
@@ -209,7 +210,7 @@ def load_study(storage_url: str, name: str):
 def study_exists(storage_url: str, name: str) -> bool:
     import optuna
 
-    from tuner.search import normalise_url
+    from tuner.search.study import normalise_url
 
     try:
         return name in optuna.get_all_study_names(normalise_url(storage_url))

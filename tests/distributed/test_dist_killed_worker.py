@@ -22,7 +22,7 @@ from dist_helpers import (
 from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
 from optuna.trial import TrialState
 
-from tuner.search import budget_state
+from tuner.search.lifecycle import budget_state
 
 # Optuna marks the heartbeat and retry APIs experimental; they are what is tested here.
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")

@@ -17,7 +17,7 @@ from dist_helpers import (
 from optuna.trial import TrialState
 from sklearn.datasets import load_iris
 
-from tuner.search import normalise_url
+from tuner.search.study import normalise_url
 
 # Optuna marks the heartbeat and retry APIs experimental; they are what is tested here.
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")

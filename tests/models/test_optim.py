@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from models import optim, train
+from models import ProgramCache, optim
 from models.folds import stack_folds
 from models.hparams import (
     OPTIMIZERS,
@@ -207,7 +207,7 @@ def trained():
     sig = signature_for(configs, "regression", 4, 1, FOLDS.n_train)
     assert len(configs) == 16 and set(sig.optimizers) == {"sgd", "nesterov", "adagrad",
                                                             "rmsprop", "adam"}
-    result = train.fit(sig, lane_hparams(configs, sig), FOLDS)
+    result = ProgramCache().fit(sig, lane_hparams(configs, sig), FOLDS)
     return jax.tree_util.tree_map(np.asarray, result)
 
 

@@ -1,8 +1,9 @@
-"""models.program_store: exported training programs on disk.
+"""models.programs + models.program_store: programs built once, counted per cache, and
+kept on disk as exported artifacts.
 
 A stored program must give exactly the results of the program traced in-process, be
 read back instead of traced (counted), never recompile for new numbers, change its key
-with anything that shapes it, and survive a damaged file.
+with anything that shapes it, and survive a damaged file. Two caches count apart.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import jax
 import numpy as np
 import pytest
 
-from models import program_store, train
+from models import ProgramCache, ProgramStore, program_store
 from models.folds import stack_folds
 from models.hparams import TrialConfig, lane_hparams, signature_for
+from models.programs import program_key
 
 RNG = np.random.default_rng(3)
 X = RNG.normal(size=(40, 4)).astype(np.float32)
@@ -34,58 +36,49 @@ def problem(learning_rates=(0.01, 0.05)):
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """One store directory for the module, and an empty in-process program table."""
-    previous_dir, previous_table = program_store.directory(), train._STORED
-    train._STORED = {}
-    path = tmp_path_factory.mktemp("store") / "programs"
-    program_store.set_directory(path)
-    yield path
-    program_store.set_directory(previous_dir)
-    train._STORED = previous_table
+    return ProgramStore(tmp_path_factory.mktemp("store") / "programs")
 
 
-def fit_leaves(sig, hp):
-    return [np.asarray(a) for a in jax.tree_util.tree_leaves(train.fit(sig, hp, FOLDS, seed=1))]
+def fit_leaves(cache, sig, hp):
+    return [np.asarray(a) for a in jax.tree_util.tree_leaves(cache.fit(sig, hp, FOLDS, seed=1))]
 
 
 def test_a_stored_program_is_read_back_not_traced_and_gives_the_same_results(store):
     sig, hp = problem()
-    program_store.set_directory(None)
-    traced = fit_leaves(sig, hp)
+    traced = fit_leaves(ProgramCache(), sig, hp)
 
-    program_store.set_directory(store)
-    assert not train.program_is_stored(sig, 2, FOLDS)
-    before = dataclasses.replace(program_store.STATS)
-    exported = fit_leaves(sig, hp)
-    assert program_store.STATS.exported == before.exported + 1
-    assert train.program_is_stored(sig, 2, FOLDS)
-    assert len(list(store.glob("*.jaxexport"))) == 1
+    first = ProgramCache(store)
+    assert not first.is_stored(sig, 2, FOLDS) and not first.is_built(sig, 2, FOLDS)
+    exported = fit_leaves(first, sig, hp)
+    assert (first.stats.exported, first.stats.loaded, first.stats.programs) == (1, 0, 1)
+    assert first.is_stored(sig, 2, FOLDS) and first.is_built(sig, 2, FOLDS)
+    assert len(list(store.directory.glob("*.jaxexport"))) == 1
 
-    train._STORED.clear()  # as in a new process: only the file is left
-    loaded = fit_leaves(sig, hp)
-    assert program_store.STATS.loaded == before.loaded + 1
-    assert program_store.STATS.exported == before.exported + 1
+    second = ProgramCache(store)  # as in a new process: only the file is left
+    loaded = fit_leaves(second, sig, hp)
+    assert (second.stats.exported, second.stats.loaded) == (0, 1)
+    assert first.stats.loaded == 0  # the caches count apart
     for a, b, c in zip(traced, exported, loaded):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
 
     # New numbers run on the loaded program: no recompilation.
-    count = train.compiled_programs()
+    compiles = second.stats.compiles
     sig2, hp2 = problem(learning_rates=(0.2, 0.001))
     assert sig2 == sig
-    changed = fit_leaves(sig2, hp2)
-    assert train.compiled_programs() == count
+    changed = fit_leaves(second, sig2, hp2)
+    assert second.stats.compiles == compiles and second.stats.programs == 1
     assert not np.allclose(loaded[0], changed[0])
 
 
 def test_the_key_follows_signature_shapes_and_models_source(monkeypatch):
     sig, _ = problem()
-    key = train.program_key(sig, 2, FOLDS, 1)
-    assert train.program_key(dataclasses.replace(sig, width=7), 2, FOLDS, 1) != key
-    assert train.program_key(sig, 4, FOLDS, 1) != key
-    assert train.program_key(sig, 2, FOLDS, 2) != key
+    key = program_key(sig, 2, FOLDS, 1)
+    assert program_key(dataclasses.replace(sig, width=7), 2, FOLDS, 1) != key
+    assert program_key(sig, 4, FOLDS, 1) != key
+    assert program_key(sig, 2, FOLDS, 2) != key
     padded = stack_folds([(X[:30], Y[:30], X[30:], Y[30:])] * 2, n_train=32)
-    assert train.program_key(sig, 2, padded, 1) != key
+    assert program_key(sig, 2, padded, 1) != key
     digest = program_store.program_digest(key)
     monkeypatch.setattr(program_store, "_models_source_digest", lambda: "edited")
     assert program_store.program_digest(key) != digest
@@ -93,13 +86,11 @@ def test_the_key_follows_signature_shapes_and_models_source(monkeypatch):
 
 def test_a_damaged_file_is_exported_again(store):
     sig, hp = problem()
-    program_store.set_directory(store)
-    if not train.program_is_stored(sig, 2, FOLDS):  # run alone: store it first
-        fit_leaves(sig, hp)
-    (path,) = store.glob("*.jaxexport")
+    if not ProgramCache(store).is_stored(sig, 2, FOLDS):  # run alone: store it first
+        fit_leaves(ProgramCache(store), sig, hp)
+    (path,) = store.directory.glob("*.jaxexport")
     path.write_bytes(b"not a program")
-    train._STORED.clear()
-    exported = program_store.STATS.exported
-    fit_leaves(sig, hp)
-    assert program_store.STATS.exported == exported + 1
+    cache = ProgramCache(store)
+    fit_leaves(cache, sig, hp)
+    assert (cache.stats.exported, cache.stats.loaded) == (1, 0)
     assert path.read_bytes() != b"not a program"

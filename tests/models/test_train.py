@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from models import network, train
+from models import ProgramCache, network
 from models.folds import stack_folds
 from models.hparams import LaneHparams, TrialConfig, lane_hparams, signature_for
 
@@ -23,6 +23,7 @@ Y = (X[:, 0] + 0.5 * X[:, 1] ** 2 - 0.4 + 0.3 * RNG.normal(size=61) > 0).astype(
 # unequal folds (40/21 and 45/16 rows): the smaller one is padded even when minimal
 RAW_FOLDS = [(X[:40], Y[:40], X[40:], Y[40:]), (X[16:], Y[16:], X[:16], Y[:16])]
 FOLDS = stack_folds(RAW_FOLDS)
+PROGRAMS = ProgramCache()  # one cache for the module: counts its own compilations
 
 PROBE = dict(depth=1, width=8, activation="tanh", norm="batch", optimizer="adam",
              batch_size=16, epochs=4, learning_rate=0.02, dropout=0.2, l2=1e-3)
@@ -64,7 +65,7 @@ def configs_for(others, slot, trial_offset=0, **probe_changes):
 
 def run(configs, folds=FOLDS, task="binary", n_outputs=1, seed=0):
     sig = signature_for(configs, task, folds.n_features, n_outputs, folds.n_train)
-    result = train.fit(sig, lane_hparams(configs, sig), folds, seed=seed)
+    result = PROGRAMS.fit(sig, lane_hparams(configs, sig), folds, seed=seed)
     return sig, jax.tree_util.tree_map(np.asarray, result)
 
 
@@ -97,9 +98,9 @@ def batch16():
 def padded():
     """The probe among wider and deeper lanes; also counts the compilation it causes."""
     configs = configs_for(PADDED_OTHERS, PADDED_SLOT)
-    before = train.compiled_programs()
+    before = PROGRAMS.stats.snapshot()
     sig, result = run(configs)
-    return configs, sig, result, before, train.compiled_programs()
+    return configs, sig, result, before, PROGRAMS.stats.snapshot()
 
 
 # --------------------------------------------------------------------------- invariance
@@ -181,7 +182,7 @@ def test_prelu_slope_is_trained(batch16):
 # --------------------------------------------------------------------------- compilation
 def test_numeric_changes_do_not_recompile(batch16, padded):
     configs, sig, r = batch16
-    count = train.compiled_programs()
+    count = PROGRAMS.stats.compiles
     changed = [
         dict(o, learning_rate=o["learning_rate"] * 1.7, l2=0.02 * (i % 2),
              dropout=0.3 if o.get("dropout", 0.2) else 0.0, momentum=0.7, beta1=0.8,
@@ -192,11 +193,11 @@ def test_numeric_changes_do_not_recompile(batch16, padded):
                               dropout=0.4)
     new_sig, r2 = run(new_configs, seed=3)
     assert new_sig == sig
-    assert train.compiled_programs() == count
+    assert PROGRAMS.stats.compiles == count
     assert not np.allclose(r2.train_loss, r.train_loss)
     # a different Signature is one more program (the padded fixture compiled one)
     _, _, _, before, after = padded
-    assert after == before + 1
+    assert after.compiles == before.compiles + 1
 
 
 # --------------------------------------------------------------------------- divergence

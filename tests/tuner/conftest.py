@@ -84,10 +84,7 @@ def e2e_env(jax_cache_dir):
     import jax
     from jax._src import compilation_cache
 
-    from models import program_store
-
     prev_dir = jax.config.jax_compilation_cache_dir
-    prev_programs = program_store.directory()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TUNER_JAX_CACHE", str(jax_cache_dir))
         mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")  # no network calls from tests
@@ -103,7 +100,6 @@ def e2e_env(jax_cache_dir):
         compilation_cache.reset_cache()
         yield dict(os.environ)
     jax.config.update("jax_compilation_cache_dir", prev_dir)
-    program_store.set_directory(prev_programs)
     compilation_cache.reset_cache()
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from models.folds import FoldStack
-from tuner.cv import make_folds, make_full_fit
-from tuner.data import from_arrays
+from tuner.inputs.cv import make_folds, make_full_fit
+from tuner.inputs.data import from_arrays
 from tuner.errors import DataError
 
 

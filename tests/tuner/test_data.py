@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tuner.data import Dataset, check_folds, from_arrays, load_data
+from tuner.inputs.data import Dataset, check_folds, from_arrays, load_data
 from tuner.errors import DataError, SpecError
-from tuner.spec import parse_spec
+from tuner.inputs.spec import parse_spec
 
 
 @pytest.mark.parametrize("name, task, shape, n_outputs", [

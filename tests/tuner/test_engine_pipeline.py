@@ -7,7 +7,7 @@ import threading
 
 import tuner
 from e2e import iris_spec, load_study, mlflow_client
-from tuner.executor import Executor
+from tuner.execution.executor import Executor
 from tuner.tracking import SweepTracker
 
 
@@ -16,8 +16,8 @@ def test_trials_are_logged_while_the_next_program_trains(results_dir, monkeypatc
     first_logged = threading.Event()
     log_trials, run_group = SweepTracker.log_trials, Executor._run_group
 
-    def logging(self, records):
-        out = log_trials(self, records)
+    def logging(self, records, **kwargs):
+        out = log_trials(self, records, **kwargs)
         events.append(("logged", tuple(r.number for r in records)))
         first_logged.set()
         return out

@@ -7,12 +7,10 @@ against padded compute, and a program already in the program store counts as a l
 from __future__ import annotations
 
 import numpy as np
-import pytest
-
-from models import train
+from models import ProgramCache
 from models.folds import stack_folds
 from models.hparams import TrialConfig
-from tuner.executor import Choices, Executor
+from tuner.execution.executor import Choices, Executor
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(400, 8)).astype(np.float32)
@@ -21,8 +19,22 @@ FOLDS = stack_folds([(X[:300], Y[:300], X[300:], Y[300:]), (X[100:], Y[100:], X[
 CHOICES = Choices(("relu",), ("adam",), ("kaiming_uniform",), ("constant",))
 
 
-def executor(**kw) -> Executor:
-    return Executor(FOLDS, "binary", 1, "accuracy", CHOICES, **kw)
+class OneDevice(ProgramCache):
+    """Planning as on a one-device machine, with a program store we choose."""
+
+    def __init__(self, stored: bool = False) -> None:
+        super().__init__(devices=[])
+        self.stored = stored
+
+    def lane_multiple(self) -> int:
+        return 1
+
+    def is_stored(self, sig, n_trials, folds) -> bool:
+        return self.stored
+
+
+def executor(stored: bool = False, **kw) -> Executor:
+    return Executor(FOLDS, "binary", 1, "accuracy", CHOICES, programs=OneDevice(stored), **kw)
 
 
 def configs(widths, **fixed):
@@ -32,11 +44,6 @@ def configs(widths, **fixed):
 
 def widths_of(groups, cfgs):
     return sorted(sorted({cfgs[i].width for i in g}) for g in groups)
-
-
-@pytest.fixture(autouse=True)
-def one_device(monkeypatch):
-    monkeypatch.setattr(train, "lane_multiple", lambda: 1)
 
 
 def test_expensive_compiles_share_one_padded_program():
@@ -52,12 +59,12 @@ def test_free_compiles_give_one_program_per_width():
     assert sorted(len(g) for g in groups) == [4, 4]
 
 
-def test_a_stored_program_costs_a_load_not_a_compile(monkeypatch):
+def test_a_stored_program_costs_a_load_not_a_compile():
     cfgs = configs([16, 256] * 4)
-    ex = executor(compile_estimate_s=1e6, load_estimate_s=0.0)
-    assert widths_of(ex.plan_groups(cfgs), cfgs) == [[16, 256]]
-    monkeypatch.setattr(train, "program_is_stored", lambda sig, n, folds, devices=None: True)
-    assert widths_of(ex.plan_groups(cfgs), cfgs) == [[16], [256]]
+    plan = executor(compile_estimate_s=1e6, load_estimate_s=0.0).plan_groups(cfgs)
+    assert widths_of(plan, cfgs) == [[16, 256]]
+    plan = executor(stored=True, compile_estimate_s=1e6, load_estimate_s=0.0).plan_groups(cfgs)
+    assert widths_of(plan, cfgs) == [[16], [256]]
 
 
 def test_batch_size_and_norm_always_split():

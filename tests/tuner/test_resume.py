@@ -145,7 +145,7 @@ def test_interrupted_tune_keeps_state_and_resumes(results_dir, monkeypatch):
     """KeyboardInterrupt while a batch trains (the API's Ctrl-C): the batch's trials are
     lost (FAIL, retried later, not counted), their runs KILLED, the sweep resumable."""
     import tuner
-    from tuner.executor import Executor
+    from tuner.execution.executor import Executor
 
     name, budget = "iris-api-interrupt", 6
     spec = iris_spec(name, method="random", trials=budget)

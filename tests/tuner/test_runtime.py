@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from tuner import plots, runtime
+from tuner import runtime
+from tuner.summary import plots
 
 
 def test_preload_imports_in_a_thread_once(monkeypatch):
@@ -23,7 +24,7 @@ def test_preload_imports_in_a_thread_once(monkeypatch):
 def test_plots_do_not_import_matplotlib_until_drawn():
     import subprocess
 
-    code = ("import sys, tuner.tracking, tuner.plots; "
+    code = ("import sys, tuner.tracking, tuner.summary.plots; "
             "print('matplotlib' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
@@ -54,7 +55,7 @@ def test_model_logging_preparation_fills_mlflows_package_map(monkeypatch):
     # this fails and says so (log_best_model itself still works, only slower).
     from mlflow.utils import requirements_utils
 
-    from tuner import model
+    from tuner.summary import model
 
     monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", None)
     model.prepare_model_logging()

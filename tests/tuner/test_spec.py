@@ -14,17 +14,17 @@ from hypothesis import strategies as st
 
 from models import hparams as hp
 from tuner.errors import InputError, SpecError, TunerError
-from tuner.spec import (
+from tuner.inputs.spec import (
     HPARAMS,
     Range,
     SweepSpec,
-    grid_points,
-    grid_size,
     load_spec,
     parse_data_spec,
     parse_spec,
     parse_yaml,
 )
+
+from tuner.search.space import grid_points, grid_size
 
 REPO = Path(__file__).resolve().parents[2]
 

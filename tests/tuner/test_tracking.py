@@ -13,10 +13,11 @@ import optuna
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from optuna.trial import TrialState
 
-from tuner import tracking
 from tuner.stores import default_artifact_location, default_tracking_uri
 from tuner.tracking import SweepTracker, TrialRecord
+from tuner.tracking.records import batches as pack_batches
 
 F, E = 3, 8
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -72,15 +73,15 @@ def sweep(store):
     diverged["val_accuracy"][1, 5:] = np.nan
     pruned = {k: v[:, :4] for k, v in curves(3).items()}  # stopped after 4 epochs
     records = [
-        TrialRecord(0, {"learning_rate": 0.01, "width": 64, "epochs": E}, "COMPLETE",
+        TrialRecord(0, {"learning_rate": 0.01, "width": 64, "epochs": E}, TrialState.COMPLETE,
                     0.91, 0.02, curves(0), extra_tags={"tuner.batch": "0"}),
-        TrialRecord(1, {"learning_rate": 0.003, "width": 128, "epochs": E}, "COMPLETE",
+        TrialRecord(1, {"learning_rate": 0.003, "width": 128, "epochs": E}, TrialState.COMPLETE,
                     0.87, 0.03, curves(1)),
-        TrialRecord(2, {"learning_rate": 0.9, "width": 32, "epochs": E}, "FAIL", None, None,
+        TrialRecord(2, {"learning_rate": 0.9, "width": 32, "epochs": E}, TrialState.FAIL, None, None,
                     diverged, fail_reason="diverged: loss nan at epoch 5"),
-        TrialRecord(3, {"learning_rate": 0.05, "width": 64, "epochs": E}, "PRUNED", None, None,
+        TrialRecord(3, {"learning_rate": 0.05, "width": 64, "epochs": E}, TrialState.PRUNED, None, None,
                     pruned),
-        TrialRecord(4, {"learning_rate": 0.02, "width": 64, "epochs": E}, "COMPLETE",
+        TrialRecord(4, {"learning_rate": 0.02, "width": 64, "epochs": E}, TrialState.COMPLETE,
                     0.89, 0.01, curves(4), retry_of=1),
     ]
     ids = tr.log_trials(records[:2])
@@ -199,7 +200,7 @@ def test_more_than_1000_values_in_one_trial_are_chunked(store, client, monkeypat
     monkeypatch.setattr(tr.client, "log_batch", spy)
     folds, epochs = 10, 60
     params = {f"p{i}": i for i in range(150)}  # > 100 params per call too
-    rec = TrialRecord(0, params, "COMPLETE", 0.5, 0.1, curves(9, folds, epochs))
+    rec = TrialRecord(0, params, TrialState.COMPLETE, 0.5, 0.1, curves(9, folds, epochs))
     run_id = tr.log_trials([rec])[0]
     expected = 2 + 3 * epochs + 2 * folds * epochs  # cv_* + means + per-fold curves = 1382
     assert sum(c[0] for c in calls) == expected and sum(c[1] for c in calls) == 150
@@ -217,7 +218,7 @@ def test_batches_respect_every_limit():
     metrics = [Metric("m", 1.0, 0, i) for i in range(2500)]
     params = [Param(f"p{i}", "x" * 6000) for i in range(250)]
     tags = [RunTag(f"t{i}", "y") for i in range(120)]
-    batches = list(tracking._batches(metrics, params, tags))
+    batches = list(pack_batches(metrics, params, tags))
     assert sum(len(b[0]) for b in batches) == 2500
     assert sum(len(b[1]) for b in batches) == 250
     assert sum(len(b[2]) for b in batches) == 120
@@ -225,13 +226,13 @@ def test_batches_respect_every_limit():
         assert len(m) <= 1000 and len(p) <= 100 and len(t) <= 100 and len(m) + len(p) + len(t) <= 1000
         size = sum(len(x.key) + len(x.value) for x in p + t) + 100 * len(m)
         assert size < 1_000_000  # the REST request limit, in bytes of JSON
-    assert list(tracking._batches([], [], [])) == []
+    assert list(pack_batches([], [], [])) == []
 
 
 def test_long_param_values_are_cut_whatever_the_env(store, client, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRUNCATE_LONG_VALUES", "false")  # MLflow would raise
     tr = tracker(store, "long-values")
-    rec = TrialRecord(0, {"layers": "x" * 7000}, "FAIL", None, None, {},
+    rec = TrialRecord(0, {"layers": "x" * 7000}, TrialState.FAIL, None, None, {},
                       fail_reason="boom " * 3000)
     run = client.get_run(tr.log_trials([rec])[0])
     assert run.data.params["layers"] == "x" * 6000
@@ -240,7 +241,7 @@ def test_long_param_values_are_cut_whatever_the_env(store, client, monkeypatch):
 
 def test_bad_state_writes_nothing(store, client):
     tr = tracker(store, "bad-state")
-    good = TrialRecord(0, {}, "COMPLETE", 1.0, 0.0, {})
+    good = TrialRecord(0, {}, TrialState.COMPLETE, 1.0, 0.0, {})
     with pytest.raises(ValueError, match="state"):
         tr.log_trials([good, TrialRecord(1, {}, "RUNNING", None, None, {})])
     assert client.search_runs([tr.experiment_id]) == []
@@ -249,7 +250,7 @@ def test_bad_state_writes_nothing(store, client):
 def test_close_runs_kills_only_running_ones(store, client):
     tr = tracker(store, "close")
     lost = client.create_run(tr.experiment_id, run_name="trial-7").info.run_id
-    done = tr.log_trials([TrialRecord(8, {}, "COMPLETE", 1.0, 0.0, {})])[8]
+    done = tr.log_trials([TrialRecord(8, {}, TrialState.COMPLETE, 1.0, 0.0, {})])[8]
     tr.close_runs([lost, done], reason="worker lost")
     assert client.get_run(lost).info.status == "KILLED"
     assert client.get_run(lost).data.tags["fail_reason"] == "worker lost"
@@ -262,7 +263,7 @@ def test_close_runs_kills_only_running_ones(store, client):
 def test_plots_are_skipped_with_a_warning_not_an_error(store, client, caplog):
     tr = tracker(store, "few-trials")
     parent = tr.start_sweep("name: few-trials\n", {"trials": 1}, {})
-    best = TrialRecord(0, {"learning_rate": 0.01}, "COMPLETE", 0.5, 0.0, {})  # no curves
+    best = TrialRecord(0, {"learning_rate": 0.01}, TrialState.COMPLETE, 0.5, 0.0, {})  # no curves
     with caplog.at_level(logging.WARNING, logger="tuner"):
         tr.finish_sweep(pd.DataFrame({"number": [0]}), best, make_study(1, ("learning_rate",)),
                         status="KILLED")

@@ -13,7 +13,6 @@ engine preloads it in the background while the first batch trains.
 from __future__ import annotations
 
 import logging
-import sys
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any

@@ -30,7 +30,7 @@ import numpy as np
 
 from models.hparams import TASKS
 from tuner.errors import DataError
-from tuner.spec import ARRAYS_SOURCE, SKLEARN_SOURCES, DataSpec, parse_data_spec
+from tuner.inputs.spec import ARRAYS_SOURCE, SKLEARN_SOURCES, DataSpec, parse_data_spec
 
 CLASSIFICATION_TASKS = ("binary", "multiclass")
 

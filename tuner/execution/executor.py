@@ -21,12 +21,12 @@ from typing import Callable, Sequence
 
 import jax
 import numpy as np
+from optuna.trial import TrialState
 
-from models import train
-from models.compile_cache import COMPILE_STATS
-from models.folds import FoldStack
+from models import FitResult, FoldStack, ProgramCache, Signature, TrialConfig
 from models.hparams import (
-    OPTIMIZER_FAMILY, Signature, TrialConfig, lane_hparams, signature_for,
+    ACTIVATIONS, CHOICE_DEFAULTS, INITS, OPTIMIZER_FAMILIES, OPTIMIZER_FAMILY, SCHEDULES,
+    canonical_init, lane_hparams, signature_for,
 )
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class TrialOutcome:
     """What one config's training gave. curves: name -> [F, epochs] per fold."""
 
     config: TrialConfig
-    state: str                      # "COMPLETE" | "FAIL"
+    state: TrialState               # COMPLETE or FAIL
     value: float | None
     value_std: float | None
     fold_values: list[float] | None
@@ -59,7 +59,7 @@ class TrialOutcome:
 class ExecutorStats:
     programs_compiled: int = 0   # training programs built (compiled or loaded from cache)
     cache_hits: int = 0          # programs loaded from the persistent compilation cache
-    compile_seconds: float = 0.0
+    compile_seconds: float = 0.0  # trace + lower + compile (or load) of those programs
     train_seconds: float = 0.0
     useful_flops: float = 0.0
     padded_flops: float = 0.0
@@ -85,9 +85,11 @@ class Executor:
     """Trains batches of configs on one FoldStack; remembers what it compiled."""
 
     def __init__(self, folds: FoldStack, task: str, n_outputs: int, metric: str,
-                 choices: Choices, seed: int = 0, *, compile_estimate_s: float = 4.0,
-                 load_estimate_s: float = 0.5, flops_per_s: float = 3e10):
+                 choices: Choices, seed: int = 0, *, programs: ProgramCache | None = None,
+                 compile_estimate_s: float = 4.0, load_estimate_s: float = 0.5,
+                 flops_per_s: float = 3e10):
         self.folds = folds
+        self.programs = programs if programs is not None else ProgramCache()
         self.task = task
         self.n_outputs = n_outputs
         self.metric = metric
@@ -125,7 +127,7 @@ class Executor:
         """
         per_lane = self._lane_seconds(sig)
         # Shard evenly over local devices (a no-op with one device).
-        multiple = train.lane_multiple()
+        multiple = self.programs.lane_multiple()
         n = -(-n // multiple) * multiple
         options = [(n, self._build_seconds(sig, n))]
         options += [(m, 0.0) for m in self._compiled.get(sig, ()) if m > n]
@@ -142,7 +144,7 @@ class Executor:
     def _needs_compile(self, sig: Signature, n_lanes: int) -> bool:
         """Neither built in this process nor in the program store."""
         return (n_lanes not in self._compiled.get(sig, ())
-                and not train.program_is_stored(sig, n_lanes, self.folds))
+                and not self.programs.is_stored(sig, n_lanes, self.folds))
 
     def _cost(self, configs: Sequence[TrialConfig]) -> float:
         return self._lanes_and_cost(self.signature(configs), len(configs))[1]
@@ -191,7 +193,7 @@ class Executor:
             except Exception as exc:  # noqa: BLE001 - one bad program must not end the sweep
                 log.exception("training program failed")
                 reason = f"error: {type(exc).__name__}: {exc}".splitlines()[0][:500]
-                results = [TrialOutcome(c, "FAIL", None, None, None, {}, reason)
+                results = [TrialOutcome(c, TrialState.FAIL, None, None, None, {}, reason)
                            for c in members]
             for i, r in zip(group, results):
                 outcomes[i] = r
@@ -207,15 +209,15 @@ class Executor:
         hp = lane_hparams(lanes, sig)
         fresh = self._needs_compile(sig, n_lanes)
 
-        before = COMPILE_STATS.snapshot()
-        programs_before = train.compiled_programs()
+        before = dataclasses.replace(self.programs.stats)
         start = time.perf_counter()
-        result = jax.device_get(train.fit(sig, hp, self.folds, self.seed))
-        compile_s = COMPILE_STATS.compile_seconds - before.compile_seconds
+        result = jax.device_get(self.programs.fit(sig, hp, self.folds, self.seed))
+        after = self.programs.stats
+        compile_s = after.compile_seconds - before.compile_seconds
         elapsed = time.perf_counter() - start - compile_s
         self.stats.compile_seconds += compile_s
-        self.stats.programs_compiled += train.compiled_programs() - programs_before
-        self.stats.cache_hits += COMPILE_STATS.cache_hits - before.cache_hits
+        self.stats.programs_compiled += after.programs - before.programs
+        self.stats.cache_hits += after.cache_hits - before.cache_hits
         if fresh and compile_s > 0.05:  # learn what a compile costs here
             self._compile_estimate_s = 0.5 * self._compile_estimate_s + 0.5 * compile_s
         self._compiled.setdefault(sig, set()).add(n_lanes)
@@ -232,7 +234,7 @@ class Executor:
             self._flops_per_s = 0.5 * self._flops_per_s + 0.5 * padded / elapsed
         return [self._outcome(c, result, lane) for lane, c in enumerate(members)]
 
-    def _outcome(self, config: TrialConfig, result: train.FitResult, lane: int
+    def _outcome(self, config: TrialConfig, result: FitResult, lane: int
                  ) -> TrialOutcome:
         epochs = config.epochs
         curves = {"train_loss": result.train_loss[lane, :, :epochs],
@@ -247,12 +249,12 @@ class Executor:
             if np.isfinite(loss):
                 loss = result.val_loss[lane, fold, epoch]
             reason = f"diverged: loss {loss} at epoch {epoch} (fold {fold})"
-            return TrialOutcome(config, "FAIL", None, None, None, curves, reason)
+            return TrialOutcome(config, TrialState.FAIL, None, None, None, curves, reason)
         fold_values = curves[f"val_{self.metric}"][:, -1].astype(float)
         if not np.all(np.isfinite(fold_values)):
-            return TrialOutcome(config, "FAIL", None, None, None, curves,
+            return TrialOutcome(config, TrialState.FAIL, None, None, None, curves,
                                 f"metric {self.metric} is not finite")
-        return TrialOutcome(config, "COMPLETE", float(fold_values.mean()),
+        return TrialOutcome(config, TrialState.COMPLETE, float(fold_values.mean()),
                             float(fold_values.std()), fold_values.tolist(), curves)
 
 
@@ -263,16 +265,14 @@ def choices_for_space(categorical: dict[str, Sequence[str]], fixed: dict) -> Cho
             return tuple(dict.fromkeys(categorical[name]))
         return (fixed.get(name, default),)
 
-    from models.hparams import ACTIVATIONS, INIT_ALIASES, INITS, SCHEDULES
-    acts = values("activation", "relu")
-    opts = values("optimizer", "adam")
-    inits = tuple(INIT_ALIASES.get(i, i) for i in values("init", "kaiming_uniform"))
-    scheds = values("schedule", "constant")
+    acts = values("activation", CHOICE_DEFAULTS["activation"])
+    opts = values("optimizer", CHOICE_DEFAULTS["optimizer"])
+    inits = tuple(canonical_init(i) for i in values("init", CHOICE_DEFAULTS["init"]))
+    scheds = values("schedule", CHOICE_DEFAULTS["schedule"])
     families = {OPTIMIZER_FAMILY[o] for o in opts}
     return Choices(
         activations=tuple(a for a in ACTIVATIONS if a in acts),
-        optimizers=tuple(f for f in ("sgd", "nesterov", "adagrad", "rmsprop", "adam")
-                         if f in families),
+        optimizers=tuple(f for f in OPTIMIZER_FAMILIES if f in families),
         inits=tuple(i for i in INITS if i in inits),
         schedules=tuple(s for s in SCHEDULES if s in scheds),
     )

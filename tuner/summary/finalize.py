@@ -5,28 +5,37 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import optuna
 import pandas as pd
 
-from tuner import search
-from tuner.engine import Sweep, SweepOutcome
-from tuner.model import BestModel, log_best_model, refit
-from tuner.tracking import TrialRecord
+from models import ProgramCache
+from tuner.inputs.data import Dataset
+from tuner.inputs.spec import SweepSpec
+from tuner.search.lifecycle import key_trial
+from tuner.search.study import ATTR_RUN_ID
+from tuner.summary.model import BestModel, log_best_model, refit
+from tuner.tracking import SweepTracker, TrialRecord
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
 class TuneResult:
-    """What a sweep produced (the Python API's return value)."""
+    """What a sweep produced (the Python API's return value; the CLI presents it).
+
+    stats: where the time went (``tuner.execution.sweep.SweepStats``).
+    """
 
     study: optuna.Study
     metric: str
     best_model: BestModel | None
     experiment_id: str
     parent_run_id: str | None
+    tracking_uri: str
+    stats: object = None
     interrupted: bool = False
 
     @property
@@ -58,37 +67,46 @@ def best_trial_or_none(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
         return None
 
 
-def finish(sweep: Sweep, outcome: SweepOutcome, *, refit_best: bool = True) -> TuneResult:
-    """Summarise into the parent run and refit the best configuration."""
+def finish(outcome, *, tracker: SweepTracker, dataset: Dataset, spec: SweepSpec,
+           params_of: Callable[[optuna.trial.FrozenTrial], dict], programs: ProgramCache,
+           refit: bool = True) -> TuneResult:
+    """Summarise ``outcome`` (a ``SweepOutcome``) into the parent run and refit the best
+    configuration on all of ``dataset``."""
     study = outcome.study
     best = best_trial_or_none(study)
     best_record: TrialRecord | None = None
     refit_job: concurrent.futures.Future | None = None
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="refit")
     if best is not None:
-        if refit_best and not outcome.interrupted:
+        if refit and not outcome.interrupted:
             # The refit (compile + train, outside the GIL) overlaps the summary and plots.
-            refit_job = pool.submit(refit, sweep.dataset, sweep.params_of(best),
-                                    sweep.spec.search.seed, search.key_trial(best))
-        best_record = outcome.records.get(best.number) or sweep.tracker.load_record(
-            best.user_attrs.get(search.ATTR_RUN_ID), best.number)
+            refit_job = pool.submit(_refit, dataset, params_of(best), spec.search.seed,
+                                    key_trial(best), programs)
+        best_record = outcome.records.get(best.number) or tracker.load_record(
+            best.user_attrs.get(ATTR_RUN_ID), best.number)
     best_model: BestModel | None = None
 
     def model_logger(_run_id: str) -> None:
         nonlocal best_model
         if refit_job is not None:
-            with sweep.tracker.not_counting():
-                best_model = refit_job.result()
+            best_model = refit_job.result()  # a wait for training, not tracking
         if best_model is not None:
-            log_best_model(best_model, np.asarray(sweep.dataset.X))
+            with tracker.timing():
+                log_best_model(best_model, np.asarray(dataset.X))
 
     status = "KILLED" if outcome.interrupted else "FINISHED"
     try:
-        sweep.tracker.finish_sweep(trials_dataframe(study), best_record, study, status=status,
-                                   model_logger=model_logger)
+        tracker.finish_sweep(trials_dataframe(study), best_record, study, status=status,
+                             model_logger=model_logger)
     finally:
         pool.shutdown(wait=True)
     if best_model is None and refit_job is not None:
         best_model = refit_job.result()
-    return TuneResult(study, sweep.spec.metric, best_model, sweep.tracker.experiment_id,
-                      sweep.tracker.parent_run_id, outcome.interrupted)
+    return TuneResult(study, spec.metric, best_model, tracker.experiment_id,
+                      tracker.parent_run_id, tracker.tracking_uri, outcome.stats,
+                      outcome.interrupted)
+
+
+def _refit(dataset: Dataset, params: dict, seed: int, trial: int, programs: ProgramCache
+           ) -> BestModel | None:
+    return refit(dataset, params, seed, trial, programs=programs)

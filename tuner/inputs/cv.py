@@ -15,7 +15,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
 from models.folds import FoldStack, stack_folds
-from tuner.data import CLASSIFICATION_TASKS, Dataset, check_folds
+from tuner.inputs.data import CLASSIFICATION_TASKS, Dataset, check_folds
 
 Split = tuple[np.ndarray, np.ndarray]
 

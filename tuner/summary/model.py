@@ -10,11 +10,9 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from models.hparams import TrialConfig, lane_hparams, signature_for
-from models.predict import TrainedModel
-from models.train import fit
-from tuner.cv import make_full_fit
-from tuner.data import Dataset
+from models import ProgramCache, TrainedModel, TrialConfig, lane_hparams, signature_for
+from tuner.inputs.cv import make_full_fit
+from tuner.inputs.data import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +45,16 @@ def _as_array(X) -> np.ndarray:
     return np.asarray(X, np.float32)
 
 
-def refit(dataset: Dataset, params: dict, seed: int, trial: int) -> BestModel | None:
+def refit(dataset: Dataset, params: dict, seed: int, trial: int, *,
+          programs: ProgramCache | None = None) -> BestModel | None:
     """Train ``params`` on all of ``dataset``; None if that run diverges."""
     config = TrialConfig.from_dict(params, seed=seed, trial=trial)
     full = make_full_fit(dataset)
     sig = signature_for([config], dataset.task, dataset.n_features, dataset.n_outputs,
                         full.stack.n_train)
     hp = lane_hparams([config], sig)
-    result = fit(sig, hp, full.stack, seed)
+    programs = programs if programs is not None else ProgramCache()
+    result = programs.fit(sig, hp, full.stack, seed)
     if int(np.asarray(result.diverged_epoch)[0, 0]) >= 0:
         log.warning("the refit of the best configuration diverged; no model is logged")
         return None

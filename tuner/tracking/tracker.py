@@ -20,13 +20,12 @@ exception, ``model_logger``, sets it for the duration of the call and restores i
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
-import math
 import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,9 +33,15 @@ import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
+from optuna.trial import TrialState
 
-from tuner import plots
 from tuner.stores import redact_url, sqlite_init_lock, sqlite_path
+from tuner.summary import plots
+from tuner.tracking.records import (
+    MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH, RUN_STATUS, TAG_EXPERIMENT_KIND, TAG_FAIL_REASON,
+    TAG_PARENT, TAG_RETRY_OF, TAG_TRIAL_NUMBER, EXPERIMENT_KIND, TERMINAL_STATUSES,
+    TrialRecord, batches, clip, curve_metrics, finite,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -44,114 +49,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# MLflow's limits (mlflow.utils.validation), held here so no environment variable changes
-# what gets written: MLflow truncates long values only while MLFLOW_TRUNCATE_LONG_VALUES
-# is on, and raises otherwise.
-MAX_METRICS_PER_BATCH = 1000
-MAX_PARAMS_TAGS_PER_BATCH = 100  # params and tags, each
-MAX_ENTITIES_PER_BATCH = 1000  # metrics + params + tags
-MAX_BATCH_BYTES = 900_000  # the REST request limit is 1e6 bytes of JSON; keep a margin
-MAX_PARAM_VAL_LENGTH = 6000
-MAX_TAG_VAL_LENGTH = 8000
 
-TAG_PARENT = "mlflow.parentRunId"
-TAG_TRIAL_NUMBER = "optuna.trial_number"
-TAG_RETRY_OF = "retry_of_trial"
-TAG_FAIL_REASON = "fail_reason"
-TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
-EXPERIMENT_KIND = "custom_model_development"
+@dataclasses.dataclass
+class TrackingStats:
+    """Seconds the sweep spent waiting on MLflow (writes on a background thread count
+    only through the wait for them), and how many runs it opened."""
 
-RUN_STATUS = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "PRUNED": "KILLED"}
-TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
+    seconds: float = 0.0
+    runs: int = 0
 
-
-@dataclass
-class TrialRecord:
-    """One finished trial, as the tracker logs it."""
-
-    number: int  # optuna trial number
-    params: dict[str, Any]  # hyperparameters under the space's names, plus fixed ones
-    state: str  # "COMPLETE" | "FAIL" | "PRUNED"
-    value: float | None  # fold mean of the metric
-    value_std: float | None
-    curves: dict[str, np.ndarray]  # each [F, E]: "train_loss", "val_loss", "val_<metric>"
-    fail_reason: str | None = None  # e.g. "diverged: loss nan at epoch 7"
-    retry_of: int | None = None  # number of the trial this one retries
-    extra_tags: dict[str, str] = field(default_factory=dict)
-    run_id: str | None = None  # the run made by ``begin_trials``; None: log_trials makes one
-
-
-def _clip(value: Any, limit: int, what: str) -> str:
-    s = str(value)
-    if len(s) > limit:
-        log.warning("%s is %d characters long; MLflow keeps %d, the rest is cut",
-                    what, len(s), limit)
-        s = s[:limit]
-    return s
-
-
-def _finite(x: Any) -> bool:
-    try:
-        return x is not None and math.isfinite(float(x))
-    except (TypeError, ValueError):
-        return False
-
-
-def _batches(
-    metrics: Sequence[Metric], params: Sequence[Param], tags: Sequence[RunTag]
-) -> Iterator[tuple[list[Metric], list[Param], list[RunTag]]]:
-    """Pack entities into as few ``log_batch`` calls as MLflow's limits allow: each call
-    takes up to 100 tags and 100 params, then fills up with metrics to 1000 entities,
-    all under the REST request's size limit."""
-    queues: list[list[Any]] = [list(tags), list(params), list(metrics)]
-    caps = (MAX_PARAMS_TAGS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH, MAX_METRICS_PER_BATCH)
-
-    def n_bytes(e: Any) -> int:
-        return len(e.key) + (len(e.value) if isinstance(e.value, str) else 32) + 64
-
-    while any(queues):
-        batch: list[list[Any]] = [[], [], []]
-        size = count = 0
-        for kind, queue in enumerate(queues):
-            taken = 0
-            while taken < len(queue) and len(batch[kind]) < caps[kind]:
-                b = n_bytes(queue[taken])
-                if count >= MAX_ENTITIES_PER_BATCH or (count and size + b > MAX_BATCH_BYTES):
-                    break
-                batch[kind].append(queue[taken])
-                size, count, taken = size + b, count + 1, taken + 1
-            del queue[:taken]
-        tags_b, params_b, metrics_b = batch
-        yield metrics_b, params_b, tags_b
-
-
-def curve_metrics(record: TrialRecord, metric: str, timestamp: int) -> list[Metric]:
-    """The trial's metrics: ``cv_*`` (COMPLETE only) and the per-epoch curves.
-
-    Non-finite points are left out, so a diverged curve stops at its last finite point
-    (MLflow would store NaN, but the UI's charts break on it). A fold mean is non-finite
-    as soon as one fold is.
-    """
-    out: list[Metric] = []
-    if record.state == "COMPLETE":
-        for key, v in ((f"cv_{metric}", record.value), (f"cv_{metric}_std", record.value_std)):
-            if _finite(v):
-                out.append(Metric(key, float(v), timestamp, 0))
-
-    def add(key: str, values: np.ndarray) -> None:
-        for step in np.flatnonzero(np.isfinite(values)).tolist():
-            out.append(Metric(key, float(values[step]), timestamp, step))
-
-    for name in ("train_loss", "val_loss", f"val_{metric}"):
-        if name not in record.curves:
-            continue
-        arr = np.atleast_2d(np.asarray(record.curves[name], dtype=np.float64))
-        with np.errstate(all="ignore"):
-            add(name, arr.mean(axis=0))
-        if name != "train_loss":  # per-fold validation curves; train loss as the mean
-            for k, fold in enumerate(arr):
-                add(f"fold{k}_{name}", fold)
-    return out
 
 
 class SweepTracker:
@@ -173,6 +79,7 @@ class SweepTracker:
         self.artifact_location = artifact_location
         self.parent_run_id: str | None = None
         self.trial_run_ids: dict[int, str] = {}
+        self.stats = TrackingStats()
         # The first opening of a fresh sqlite store runs MLflow's schema migrations, which
         # fail when two processes do it at once: serialize it.
         with sqlite_init_lock(tracking_uri):
@@ -209,15 +116,24 @@ class SweepTracker:
             self.client.set_experiment_tag(exp.experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND)
         return exp.experiment_id
 
+    @contextlib.contextmanager
+    def timing(self) -> Iterator[None]:
+        """Count the block's seconds as tracking (e.g. the wait for a logging thread)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stats.seconds += time.perf_counter() - start
+
     # -- writing -----------------------------------------------------------------------
 
     def _log(self, run_id: str, metrics: Sequence[Metric] = (),
              params: dict[str, Any] | None = None, tags: dict[str, Any] | None = None) -> None:
-        p = [Param(str(k), _clip(v, MAX_PARAM_VAL_LENGTH, f"param {k!r}"))
+        p = [Param(str(k), clip(v, MAX_PARAM_VAL_LENGTH, f"param {k!r}"))
              for k, v in (params or {}).items()]
-        t = [RunTag(str(k), _clip(v, MAX_TAG_VAL_LENGTH, f"tag {k!r}"))
+        t = [RunTag(str(k), clip(v, MAX_TAG_VAL_LENGTH, f"tag {k!r}"))
              for k, v in (tags or {}).items()]
-        for mb, pb, tb in _batches(metrics, p, t):
+        for mb, pb, tb in batches(metrics, p, t):
             self.client.log_batch(run_id, metrics=mb, params=pb, tags=tb)
 
     def _abort(self, run_id: str) -> None:
@@ -230,20 +146,28 @@ class SweepTracker:
     def start_sweep(self, spec_yaml: str, params: dict[str, Any], tags: dict[str, str],
                     run_name: str | None = None) -> str:
         """Open the parent run of this invocation: ``spec.yaml``, params and tags."""
-        run = self.client.create_run(self.experiment_id, run_name=run_name)
-        run_id = run.info.run_id
-        try:
-            self._log(run_id, params=params, tags=tags)
-            self.client.log_text(run_id, spec_yaml, "spec.yaml")
-        except BaseException:
-            self._abort(run_id)
-            raise
+        with self.timing():
+            run = self.client.create_run(self.experiment_id, run_name=run_name)
+            run_id = run.info.run_id
+            try:
+                self._log(run_id, params=params, tags=tags)
+                self.client.log_text(run_id, spec_yaml, "spec.yaml")
+            except BaseException:
+                self._abort(run_id)
+                raise
         self.parent_run_id = run_id
         return run_id
 
-    def log_trials(self, records: list[TrialRecord]) -> dict[int, str]:
+    def log_trials(self, records: list[TrialRecord], *, timed: bool = True) -> dict[int, str]:
         """One nested run per record, all values in chunked ``log_batch`` calls.
-        Returns trial number -> run id."""
+        Returns trial number -> run id. ``timed=False`` on a background thread, whose
+        cost is the caller's wait (counted with ``timing``)."""
+        if not timed:
+            return self._log_trials(records)
+        with self.timing():
+            return self._log_trials(records)
+
+    def _log_trials(self, records: list[TrialRecord]) -> dict[int, str]:
         for r in records:
             if r.state not in RUN_STATUS:
                 raise ValueError(f"trial {r.number}: state must be one of "
@@ -252,9 +176,10 @@ class SweepTracker:
         for r in records:
             tags = self._trial_tags(r.number, r.retry_of)
             if r.fail_reason:
-                tags[TAG_FAIL_REASON] = _clip(r.fail_reason, MAX_TAG_VAL_LENGTH, "fail_reason")
+                tags[TAG_FAIL_REASON] = clip(r.fail_reason, MAX_TAG_VAL_LENGTH, "fail_reason")
             params = r.params
             if r.run_id is None:
+                self.stats.runs += 1
                 run_id = self.client.create_run(self.experiment_id, tags=tags,
                                                 run_name=f"trial-{r.number}").info.run_id
                 extra_tags = r.extra_tags
@@ -286,17 +211,19 @@ class SweepTracker:
         """Open a RUNNING run per (number, params, retry_of) before training, so a trial
         that never finishes still has its run (closed later by ``close_runs``)."""
         out: dict[int, str] = {}
-        for number, params, retry_of in trials:
-            run_id = self.client.create_run(self.experiment_id,
-                                            tags=self._trial_tags(number, retry_of),
-                                            run_name=f"trial-{number}").info.run_id
-            try:
-                self._log(run_id, params=params)
-            except BaseException:
-                self._abort(run_id)
-                raise
-            out[number] = run_id
-            self.trial_run_ids[number] = run_id
+        with self.timing():
+            for number, params, retry_of in trials:
+                run_id = self.client.create_run(self.experiment_id,
+                                                tags=self._trial_tags(number, retry_of),
+                                                run_name=f"trial-{number}").info.run_id
+                self.stats.runs += 1
+                try:
+                    self._log(run_id, params=params)
+                except BaseException:
+                    self._abort(run_id)
+                    raise
+                out[number] = run_id
+                self.trial_run_ids[number] = run_id
         return out
 
     def load_record(self, run_id: str | None, number: int) -> TrialRecord | None:
@@ -327,7 +254,7 @@ class SweepTracker:
                 curves[name] = np.array([f + [np.nan] * (width - len(f)) for f in folds])
         value = run.data.metrics.get(f"cv_{self.metric}")
         std = run.data.metrics.get(f"cv_{self.metric}_std")
-        return TrialRecord(number, dict(run.data.params), "COMPLETE", value, std, curves,
+        return TrialRecord(number, dict(run.data.params), TrialState.COMPLETE, value, std, curves,
                            run_id=run_id)
 
     def close_runs(self, run_ids: list[str], status: str = "KILLED",
@@ -336,16 +263,42 @@ class SweepTracker:
         already ended keep their status. ``reason`` goes to the ``fail_reason`` tag."""
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"status must be one of {TERMINAL_STATUSES}, got {status!r}")
-        for run_id in run_ids:
-            try:
-                if self.client.get_run(run_id).info.status not in ("RUNNING", "SCHEDULED"):
-                    continue
-                if reason:
-                    self.client.set_tag(run_id, TAG_FAIL_REASON,
-                                        _clip(reason, MAX_TAG_VAL_LENGTH, "reason"))
-                self.client.set_terminated(run_id, status)
-            except MlflowException:
-                log.warning("could not close run %s", run_id, exc_info=True)
+        with self.timing():
+            for run_id in run_ids:
+                try:
+                    if self.client.get_run(run_id).info.status not in ("RUNNING", "SCHEDULED"):
+                        continue
+                    if reason:
+                        self.client.set_tag(run_id, TAG_FAIL_REASON,
+                                            clip(reason, MAX_TAG_VAL_LENGTH, "reason"))
+                    self.client.set_terminated(run_id, status)
+                except MlflowException:
+                    log.warning("could not close run %s", run_id, exc_info=True)
+
+    def close_lost_run(self, run_id: str, reason: str) -> None:
+        """Close a lost trial's run, and the sweep run of the process that owned it: that
+        process stopped, so nobody else will ever end its sweep run."""
+        self.close_runs([run_id], status="KILLED", reason=reason)
+        try:
+            parent = self.client.get_run(run_id).data.tags.get(TAG_PARENT)
+        except Exception:  # noqa: BLE001 - the trial run itself is closed already
+            log.warning("could not read run %s", run_id, exc_info=True)
+            return
+        if parent and parent != self.parent_run_id:
+            self.close_runs([parent], status="KILLED",
+                            reason="its process stopped (trials lost to heartbeat)")
+
+    def close_running_children(self, reason: str) -> None:
+        """Close this invocation's trial runs still RUNNING: an interrupt can land after
+        MLflow committed a run and before its id reached Optuna or the tracker."""
+        if self.parent_run_id is None:
+            return
+        with self.timing():
+            runs = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`{TAG_PARENT}` = '{self.parent_run_id}' "
+                              "and attributes.status = 'RUNNING'")
+        self.close_runs([r.info.run_id for r in runs], status="KILLED", reason=reason)
 
     def finish_sweep(self, trials_df: "pd.DataFrame | None", best: TrialRecord | None,
                      study: "optuna.Study | None", status: str = "FINISHED",
@@ -353,19 +306,22 @@ class SweepTracker:
         """Close the parent run: ``best_<metric>``, ``trials.csv``, ``plots/*.png``, the
         model (``model_logger(parent_run_id)``, called inside the parent run's fluent
         context), then status. A plot that cannot be drawn is skipped with a warning; an
-        error from ``model_logger`` propagates after the run has been terminated."""
+        error from ``model_logger`` propagates after the run has been terminated. The
+        time inside ``model_logger`` is not counted here: it counts its own MLflow writes
+        with ``timing`` (a wait for the refit is not tracking)."""
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"status must be one of {TERMINAL_STATUSES}, got {status!r}")
         run_id = self.parent_run_id
         if run_id is None:
             raise RuntimeError("finish_sweep() before start_sweep()")
+        start = time.perf_counter()
         try:
             metrics, tags = [], {}
             if best is not None:
                 tags["best_trial_number"] = str(best.number)
                 if best.number in self.trial_run_ids:
                     tags["best_trial_run_id"] = self.trial_run_ids[best.number]
-                if _finite(best.value):
+                if finite(best.value):
                     metrics.append(Metric(f"best_{self.metric}", float(best.value),
                                           int(time.time() * 1000), 0))
             self._log(run_id, metrics, tags=tags)
@@ -376,10 +332,14 @@ class SweepTracker:
                 self._draw_plots(d / "plots", best, study)
                 self.client.log_artifacts(run_id, str(d))
             if model_logger is not None:
+                # Its own writes count through ``timing``; a wait for the refit does not.
+                self.stats.seconds += time.perf_counter() - start
                 with self._fluent_run(run_id):
                     model_logger(run_id)
+                start = time.perf_counter()
         finally:
             self.client.set_terminated(run_id, status)
+            self.stats.seconds += time.perf_counter() - start
 
     def _draw_plots(self, out: Path, best: TrialRecord | None,
                     study: "optuna.Study | None") -> None:
@@ -392,9 +352,9 @@ class SweepTracker:
                          lambda path: plots.save_param_importances(study, path)))
         if best is not None:
             title = f"trial {best.number}"
-            if _finite(best.value):
+            if finite(best.value):
                 title += f": {self.metric} = {float(best.value):.4g}"
-                if _finite(best.value_std):
+                if finite(best.value_std):
                     title += f" ± {float(best.value_std):.2g}"
             jobs.append(("best_trial_curves.png",
                          lambda path: plots.save_learning_curves(best.curves, self.metric,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from tuner.data import Dataset, check_folds, from_arrays, load_data
-from tuner.spec import ARRAYS_SOURCE, SweepSpec, load_spec, parse_spec
+from tuner.inputs.data import Dataset, check_folds, from_arrays, load_data
+from tuner.inputs.spec import ARRAYS_SOURCE, SweepSpec, load_spec, parse_spec
 
 
 def resolve_inputs(spec=None, *, space=None, data=None, task=None, method=None, seed=None,

@@ -1,0 +1,255 @@
+"""The sections of a spec: data, cv, search, and a hyperparameter's range or choices.
+
+File paths are resolved (absolute) while validating: relative ones against the
+``base_dir`` of the validation context (the spec file's folder).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from collections.abc import Mapping
+from typing import Any, Literal, Union
+
+from pydantic import (
+    BaseModel, ConfigDict, StrictBool, StrictInt, ValidationError, ValidationInfo,
+    field_validator, model_validator,
+)
+
+from models import hparams as hp
+from tuner.inputs.spec.messages import FieldError, first_error, show, suggest
+from tuner.inputs.spec.values import (
+    ARRAYS_SOURCE, CATEGORICAL_HPARAMS, INT_HPARAMS, METHODS, PRUNERS, SKLEARN_SOURCES,
+    check_value, is_number,
+)
+
+
+
+class SpecModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        # extra="forbid" would say only "Extra inputs are not permitted"; suggest instead.
+        if isinstance(data, Mapping):
+            for key in data:
+                if key not in cls.model_fields:
+                    raise FieldError((str(key),), f"unknown key{suggest(key, cls.model_fields)}")
+        return data
+
+
+class DataSpec(SpecModel):
+    """Where the data comes from. File paths are stored absolute."""
+
+    source: str
+    task: str | None = None
+    target: str | None = None
+    categorical: tuple[str, ...] = ()
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str, info: ValidationInfo) -> str:
+        kind, sep, rest = v.partition(":")
+        if v == ARRAYS_SOURCE:
+            return v
+        if not sep or kind not in ("sklearn", "csv", "npz"):
+            raise ValueError(
+                f"expected sklearn:<{'|'.join(SKLEARN_SOURCES)}>, csv:PATH or npz:PATH, "
+                f"got {v!r}")
+        if kind == "sklearn":
+            if rest not in SKLEARN_SOURCES:
+                raise ValueError(f"unknown sklearn data set {rest!r}"
+                                 f"{suggest(rest, SKLEARN_SOURCES)}")
+            return v
+        if not rest.strip():
+            raise ValueError(f"{kind}: needs a file path, got {v!r}")
+        base = (info.context or {}).get("base_dir")
+        path = os.path.expanduser(rest.strip())
+        if not os.path.isabs(path):
+            path = os.path.join(os.fspath(base) if base is not None else os.getcwd(), path)
+        return f"{kind}:{os.path.normpath(path)}"
+
+    @field_validator("task")
+    @classmethod
+    def _task(cls, v: str | None) -> str | None:
+        if v is not None and v not in hp.TASKS:
+            raise ValueError(f"unknown task {v!r}{suggest(v, hp.TASKS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DataSpec":
+        kind, _, rest = self.source.partition(":")
+        if kind == "csv" and self.target is None:
+            raise FieldError(("target",), "a csv source needs target: COLUMN")
+        if kind != "csv" and self.target is not None:
+            raise FieldError(("target",), f"only a csv source takes a target column, "
+                                           f"got {self.target!r} for {self.source!r}")
+        if kind != "csv" and self.categorical:
+            raise FieldError(("categorical",), f"only a csv source takes categorical "
+                                                f"columns, got {list(self.categorical)}")
+        if self.target is not None and self.target in self.categorical:
+            raise FieldError(("categorical",),
+                              f"the target {self.target!r} cannot be a categorical feature")
+        if kind == "sklearn" and self.task is not None and self.task != SKLEARN_SOURCES[rest]:
+            raise FieldError(("task",), f"{self.source} is a {SKLEARN_SOURCES[rest]} data "
+                                         f"set, got task {self.task!r}")
+        return self
+
+    @property
+    def known_task(self) -> str | None:
+        """The task if the spec alone tells it (given, or a built-in data set)."""
+        if self.task is not None:
+            return self.task
+        kind, _, rest = self.source.partition(":")
+        return SKLEARN_SOURCES.get(rest) if kind == "sklearn" else None
+
+    @property
+    def path(self) -> str | None:
+        """The absolute file path of a csv/npz source, else None."""
+        kind, _, rest = self.source.partition(":")
+        return rest if kind in ("csv", "npz") else None
+
+
+class CVSpec(SpecModel):
+    folds: StrictInt = 5
+    stratified: StrictBool = True
+    shuffle: StrictBool = True
+    seed: StrictInt = 0
+
+    @field_validator("folds")
+    @classmethod
+    def _folds(cls, v: int) -> int:
+        if v < 2:
+            raise ValueError(f"needs at least 2 folds, got {v}")
+        return v
+
+
+class SearchSpec(SpecModel):
+    method: str = "tpe"
+    trials: StrictInt | None = None  # grid: the whole grid when absent
+    batch: StrictInt = 16
+    seed: StrictInt = 0
+    pruner: str = "none"
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str) -> str:
+        if v not in METHODS:
+            raise ValueError(f"unknown method {v!r}{suggest(v, METHODS)}")
+        return v
+
+    @field_validator("pruner")
+    @classmethod
+    def _pruner(cls, v: str) -> str:
+        if v not in PRUNERS:
+            raise ValueError(f"unknown pruner {v!r}{suggest(v, PRUNERS)}")
+        return v
+
+    @field_validator("trials", "batch")
+    @classmethod
+    def _positive(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError(f"{info.field_name} must be >= 1, got {v}")
+        return v
+
+
+class Range(SpecModel):
+    """A range of a numeric hyperparameter; ``type`` is resolved by ``SweepSpec``.
+
+    int ranges sample integers (a log int range uses step 1); float ranges are
+    continuous unless ``step`` is given. Bounds are inclusive.
+    """
+
+    low: float | int
+    high: float | int
+    log: StrictBool = False
+    step: float | int | None = None
+    type: Literal["int", "float"] | None = None
+
+    @field_validator("low", "high", "step", mode="before")
+    @classmethod
+    def _number(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        if not is_number(v):
+            raise ValueError(f"expected a number, got {show(v)}")
+        if not math.isfinite(v):
+            raise ValueError(f"must be finite, got {v}")
+        return int(v) if isinstance(v, numbers.Integral) else float(v)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "Range":
+        low, high, step = self.low, self.high, self.step
+        if low > high:
+            raise ValueError(f"`low <= high` must hold, got low={low}, high={high}")
+        if self.log and low <= 0:
+            raise ValueError(f"a log range needs low > 0, got low={low}")
+        if step is not None:
+            if step <= 0:
+                raise FieldError(("step",), f"must be > 0, got {step}")
+            if self.log and not (self.type == "int" and step == 1):
+                raise ValueError(f"`step` and `log` cannot be combined, got step={step}")
+            n = (high - low) / step
+            if abs(n - round(n)) > 1e-9 * max(1.0, abs(n)):
+                raise ValueError(f"(high - low) must be a multiple of step, got "
+                                 f"low={low}, high={high}, step={step}")
+        if self.type == "int":
+            for field, v in (("low", low), ("high", high), ("step", step)):
+                if v is not None and not float(v).is_integer():
+                    raise FieldError((field,), f"an int range needs integers, got {v}")
+        return self
+
+    @property
+    def is_continuous(self) -> bool:
+        return self.type != "int" and self.step is None
+
+
+SpaceEntry = Union[Range, tuple]
+
+
+def range_for(name: str, raw: Any) -> Range:
+    """Validate a range mapping for hyperparameter ``name`` and resolve its type."""
+    if name in CATEGORICAL_HPARAMS:
+        raise FieldError((), f"{name} is categorical; give a list of choices, "
+                              f"got {show(raw)}")
+    raw = raw.model_dump() if isinstance(raw, Range) else dict(raw)
+    if name in INT_HPARAMS:
+        if raw.get("type", "int") != "int":
+            raise FieldError(("type",), f"{name} is an integer; type must be int, "
+                                         f"got {show(raw['type'])}")
+        raw["type"] = "int"
+    try:
+        r = Range.model_validate(raw)
+    except ValidationError as e:
+        raise FieldError(*first_error(e)) from None
+    kind = r.type or "float"
+    for field in ("low", "high"):
+        try:
+            check_value(name, getattr(r, field))
+        except ValueError as e:
+            raise FieldError((field,), str(e)) from None
+    cast = int if kind == "int" else float
+    return Range(low=cast(r.low), high=cast(r.high), log=r.log,
+                 step=None if r.step is None else cast(r.step), type=kind)
+
+
+def entry_for(name: str, raw: Any) -> SpaceEntry:
+    if isinstance(raw, (Mapping, Range)):
+        return range_for(name, raw)
+    if isinstance(raw, (list, tuple)):
+        if not raw:
+            raise FieldError((), "empty list; give at least one value")
+        values = []
+        for i, v in enumerate(raw):
+            try:
+                v = check_value(name, v)
+            except ValueError as e:
+                raise FieldError((i,), str(e)) from None
+            if v in values:
+                raise FieldError((i,), f"duplicate value {show(v)}")
+            values.append(v)
+        return tuple(values)
+    raise FieldError((), f"expected a list of values or a range {{low, high}}, got "
+                          f"{show(raw)}; put a single value under fixed")

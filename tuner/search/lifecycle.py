@@ -1,0 +1,337 @@
+"""The trial lifecycle of a sweep, and the one place that reaches into Optuna's privates.
+
+A trial is asked, trained, logged and told. Around that, trials get lost: a process
+dies (its trials stay RUNNING), a worker stalls past the grace period (the others fail
+its trials as stale), workers asking at once overshoot the budget. The rules:
+
+- a lost trial is failed with user attribute ``lost`` (not counted) and re-queued with
+  Optuna's ``RetryHeartbeatStaleTrialCallback`` (at most ``MAX_RETRY`` times); its MLflow
+  run is closed KILLED through ``close_lost_run(run_id, reason)``;
+- a retry trains with the keys of the trial it retries (``key_trial``);
+- the budget is the count of finished trials that are not lost (``budget_state``).
+
+Two storages, two behaviours, chosen once (``open_lifecycle``): sqlite serves a single
+process (``SingleProcessLifecycle``: RUNNING trials at start are orphans, unless one has
+a fresh heartbeat, which means another live process); a shared database serves many
+workers (``SharedLifecycle``: stale trials are failed before every batch, workers that
+together overshoot the budget drop the excess).
+
+Optuna's ask/tell loop records no heartbeats (its own only run inside ``optimize``), so
+``Heartbeat`` records them for the trials in flight.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.inputs.spec import SweepSpec
+from tuner.search import study as studies
+from tuner.search.study import (
+    ATTR_FAIL_REASON, ATTR_LOST, ATTR_RUN_ID, GRACE_PERIOD_S,
+    HEARTBEAT_INTERVAL_S, MAX_RETRY, StorageError,
+)
+from tuner.stores import sqlite_init_lock
+
+log = logging.getLogger(__name__)
+
+AnyTrial = optuna.Trial | FrozenTrial
+CloseLostRun = Callable[[str, str], None]  # (run_id, reason)
+
+
+# --------------------------------------------------------------------------- attributes
+def lost_numbers(trials: Sequence[FrozenTrial]) -> set[int]:
+    """Trials lost to a crash, an interrupt or a dead worker (and so retried)."""
+    lost = {t.number for t in trials if ATTR_LOST in t.user_attrs}
+    for t in trials:
+        lost.update(t.system_attrs.get("retry_history", []))
+    return lost
+
+
+def budget_state(study: optuna.Study) -> tuple[int, int, int]:
+    """(counted, running, waiting) trials: finished trials count, diverged ones included;
+    trials lost to a crash do not."""
+    trials = study.get_trials(deepcopy=False)
+    lost = lost_numbers(trials)
+    counted = sum(t.state.is_finished() and t.number not in lost for t in trials)
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    waiting = sum(t.state == TrialState.WAITING for t in trials)
+    return counted, running, waiting
+
+
+def retried_from(trial: FrozenTrial) -> int | None:
+    return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+
+
+def key_trial(trial: FrozenTrial) -> int:
+    """The trial number a trial trains with: a retry reuses its original trial's keys,
+    so it reproduces the result that trial would have had."""
+    origin = retried_from(trial)
+    return trial.number if origin is None else origin
+
+
+def _retry(study: optuna.Study, trial: FrozenTrial) -> None:
+    RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
+
+
+def _trial_id(trial: AnyTrial) -> int:
+    return trial._trial_id  # noqa: SLF001 - no public accessor for the storage id
+
+
+# --------------------------------------------------------------------------- heartbeat
+class Heartbeat:
+    """Records Optuna heartbeats for the trials in flight, every ``interval`` seconds,
+    in a thread of its own; ``stop()`` ends and joins it."""
+
+    def __init__(self, storage: RDBStorage, interval: float):
+        self._storage, self._interval = storage, interval
+        self._trial_ids: list[int] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name="heartbeat")
+        self._thread.start()
+
+    def watch(self, trials: Sequence[AnyTrial]) -> None:
+        """Beat for ``trials`` from now on; a trial new to the list beats at once."""
+        ids = [_trial_id(t) for t in trials]
+        with self._lock:
+            new = [tid for tid in ids if tid not in self._trial_ids]
+            self._trial_ids = ids
+        self._record(new)
+
+    def _record(self, ids: list[int] | None = None) -> None:
+        if ids is None:
+            with self._lock:
+                ids = list(self._trial_ids)
+        for tid in ids:
+            try:
+                self._storage.record_heartbeat(tid)
+            except Exception:  # noqa: BLE001 - a missed beat is retried next interval
+                log.warning("heartbeat failed for trial id %s", tid, exc_info=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._record()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+
+
+# --------------------------------------------------------------------------- lifecycle
+class TrialLifecycle:
+    """What happens to a study's trials besides ask and tell (see the module docstring).
+
+    ``close_lost_run(run_id, reason)`` closes the MLflow run of a lost trial.
+    """
+
+    shared = False
+
+    def __init__(self, close_lost_run: CloseLostRun) -> None:
+        self._close_lost_run = close_lost_run
+        self.storage: RDBStorage
+        self.study: optuna.Study
+
+    # ------------------------------------------------------------------ opening
+    def open(self, url: str, name: str, spec: SweepSpec, data_fp: str, sampler, pruner,
+             *, create: bool) -> optuna.Study:
+        """Open the storage (an unreachable database fails before anything is written)
+        and create or load the study, checking its spec and data."""
+        # The lock keeps two processes from creating one sqlite schema at once.
+        with sqlite_init_lock(url):
+            self.storage = studies.open_storage(url, on_stale=self.on_stale)
+            if create:
+                self.study = studies.create_or_load_study(self.storage, name, spec, data_fp,
+                                                          sampler, pruner)
+            else:
+                self.study = studies.load_study(self.storage, name, sampler, pruner)
+                studies.check_data(self.study, data_fp)
+        return self.study
+
+    def heartbeat(self) -> Heartbeat:
+        return Heartbeat(self.storage, HEARTBEAT_INTERVAL_S)
+
+    # ------------------------------------------------------------------ reading
+    def frozen(self, trial: AnyTrial) -> FrozenTrial:
+        """The trial as the storage holds it now."""
+        return self.storage.get_trial(_trial_id(trial))
+
+    def trials(self, states: Sequence[TrialState] | None = None) -> list[FrozenTrial]:
+        return self.study.get_trials(deepcopy=False, states=states)
+
+    def is_running(self, trial: AnyTrial) -> bool:
+        """Still RUNNING in the storage: a worker stalled past the grace period finds its
+        trials failed as stale by the others (who queued their retries)."""
+        return self.frozen(trial).state == TrialState.RUNNING
+
+    def budget_state(self) -> tuple[int, int, int]:
+        return budget_state(self.study)
+
+    # ------------------------------------------------------------------ pruning
+    def pruned_at(self, trial: optuna.Trial, curve: Sequence[float]) -> int | None:
+        """Report ``curve`` (the fold-mean metric per epoch) and return the first epoch
+        at which the study's pruner stops the trial, or None."""
+        for epoch, value in enumerate(curve):
+            trial.report(float(value), epoch)
+            if trial.should_prune():
+                return epoch
+        return None
+
+    # ------------------------------------------------------------------ ending trials
+    def tell(self, trial: optuna.Trial, state: TrialState, value: float | None = None,
+             fail_reason: str | None = None) -> bool:
+        """Tell a trained trial's result; False when another worker failed it as stale
+        meanwhile (its retry runs elsewhere)."""
+        try:
+            if fail_reason:
+                trial.set_user_attr(ATTR_FAIL_REASON, fail_reason)
+            if state == TrialState.COMPLETE:
+                self.study.tell(trial, value)
+            else:
+                self.study.tell(trial, state=state)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            log.warning("trial %d was failed as stale by another worker meanwhile",
+                        trial.number)
+            return False
+        return True
+
+    def lose(self, trial: AnyTrial, reason: str) -> None:
+        """Fail a trial that will never finish here, close its run, queue its retry."""
+        tid = _trial_id(trial)
+        try:
+            self.storage.set_trial_user_attr(tid, ATTR_LOST, reason)
+            self.storage.set_trial_state_values(tid, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return  # another process got there first
+        frozen = self.storage.get_trial(tid)
+        if run_id := frozen.user_attrs.get(ATTR_RUN_ID):
+            self._close_lost_run(run_id, reason)
+        if len(frozen.system_attrs.get("retry_history", [])) < MAX_RETRY:
+            # The retry copies the trial's user attrs; the "lost" mark must not go with
+            # it, or the retry would never count toward the budget.
+            source = copy.deepcopy(frozen)
+            source.user_attrs = {k: v for k, v in frozen.user_attrs.items() if k != ATTR_LOST}
+            _retry(self.study, source)
+
+    def on_stale(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Optuna's stale-trial callback: a trial whose worker died."""
+        if run_id := trial.user_attrs.get(ATTR_RUN_ID):
+            self._close_lost_run(run_id, "lost: worker stopped heartbeating")
+        if len(trial.system_attrs.get("retry_history", [])) < MAX_RETRY:
+            _retry(study, trial)
+
+    def close_over_budget(self, trial: optuna.Trial, run_id: str, reason: str) -> None:
+        trial.set_user_attr(ATTR_RUN_ID, run_id)
+        trial.set_user_attr(ATTR_LOST, reason)
+        self.study.tell(trial, state=TrialState.FAIL)
+
+    def interrupted(self, asked: Sequence[optuna.Trial], reason: str) -> None:
+        """Lose the trials an interrupt caught in flight."""
+        for t in asked:
+            self.lose(t, reason)
+
+    # ------------------------------------------------------------------ per storage
+    def recover_orphans(self) -> None:
+        """At start: retry trials left RUNNING by a dead process."""
+        raise NotImplementedError
+
+    def fail_stale(self) -> None:
+        """Before each batch: fail (and retry) trials whose worker stopped beating."""
+        raise NotImplementedError
+
+    def over_budget(self, asked: list[optuna.Trial], target: int) -> list[optuna.Trial]:
+        """Which of the ``asked`` trials lie beyond the budget of ``target``."""
+        raise NotImplementedError
+
+
+class SingleProcessLifecycle(TrialLifecycle):
+    """sqlite: one process per study, so every RUNNING trial at start is an orphan."""
+
+    def recover_orphans(self) -> None:
+        # A RUNNING trial with a fresh heartbeat means another live process: refuse
+        # rather than race it. The rest are orphans of a dead process.
+        running = self.trials(states=(TrialState.RUNNING,))
+        alive = self._live(running)
+        if alive:
+            raise StorageError(
+                f"study {self.study.study_name!r} is being run by another process (trial "
+                f"{alive[0].number} heartbeat within {GRACE_PERIOD_S}s); sqlite "
+                "serves one process: wait for it, or share the study through "
+                "PostgreSQL (--storage postgresql://...) with `tuner worker`")
+        for t in running:
+            self.lose(t, "lost: process ended before the trial finished")
+
+    def _live(self, running: list[FrozenTrial]) -> list[FrozenTrial]:
+        """RUNNING trials whose process is alive: a heartbeat recorded, and not stale.
+
+        Reads Optuna's heartbeat table (no public API tells whether a trial has a beat; a
+        trial killed between ask and its first beat has none and is an orphan)."""
+        from optuna.storages._rdb.models import TrialHeartbeatModel
+
+        stale = set(self.storage._get_stale_trial_ids(self.study._study_id))  # noqa: SLF001
+        session = self.storage.scoped_session()
+        try:
+            return [t for t in running if _trial_id(t) not in stale
+                    and TrialHeartbeatModel.where_trial_id(_trial_id(t), session) is not None]
+        finally:
+            session.close()
+
+    def fail_stale(self) -> None:
+        return None  # nobody else can hold a trial of this study
+
+    def over_budget(self, asked: list[optuna.Trial], target: int) -> list[optuna.Trial]:
+        return []  # one process: the count it saw is exact
+
+    def interrupted(self, asked: Sequence[optuna.Trial], reason: str) -> None:
+        # Every RUNNING trial is ours, also one the interrupt caught inside study.ask
+        # (not in ``asked`` yet).
+        for t in self.trials(states=(TrialState.RUNNING,)):
+            self.lose(t, reason)
+
+
+class SharedLifecycle(TrialLifecycle):
+    """A database shared by workers: stale trials are failed as they are found, and
+    workers asking at once may overshoot the budget."""
+
+    shared = True
+
+    def recover_orphans(self) -> None:
+        self.fail_stale()
+
+    def fail_stale(self) -> None:
+        optuna.storages.fail_stale_trials(self.study)
+
+    def over_budget(self, asked: list[optuna.Trial], target: int) -> list[optuna.Trial]:
+        # Trials are numbered in creation order, so the first ``target`` trials that are
+        # not lost are the budget; a later one is closed as over budget.
+        trials = self.trials()
+        lost = lost_numbers(trials)
+        live = sorted(t.number for t in trials
+                      if t.number not in lost and t.state != TrialState.WAITING)
+        return [t for t in asked if live.index(t.number) >= target]
+
+
+def lifecycle_for(storage_url: str, close_lost_run: CloseLostRun) -> TrialLifecycle:
+    """The lifecycle rules of a storage: single-process for sqlite, shared otherwise."""
+    cls = SingleProcessLifecycle if studies.is_sqlite(storage_url) else SharedLifecycle
+    return cls(close_lost_run)
+
+
+def wait_for_others() -> None:
+    """Others are finishing the last trials: wait a heartbeat for stale ones."""
+    time.sleep(HEARTBEAT_INTERVAL_S)
+
+
+__all__ = [
+    "Heartbeat", "budget_state", "SharedLifecycle", "SingleProcessLifecycle",
+    "TrialLifecycle", "key_trial", "lifecycle_for", "lost_numbers", "retried_from",
+    "wait_for_others",
+]
