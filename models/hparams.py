@@ -58,8 +58,8 @@ class HParam:
     role: how a program holds it:
       "shape"    - part of the program's shape; lanes of one program share it (norm,
                    batch size);
-      "bucket"   - a static maximum per program; a lane uses up to it (depth, width,
-                   epochs: masks, pass-through layers, frozen lanes);
+      "bucket"   - a static maximum per program; a lane uses up to it (depth, width:
+                   unit masks, pass-through layers);
       "selector" - a per-lane id into the program's static set of choices (activation,
                    optimizer, init, schedule);
       "traced"   - a per-lane array; never recompiles.
@@ -87,7 +87,7 @@ _NON_NEGATIVE = Interval(0, True)
 HPARAM_TABLE: tuple[HParam, ...] = (
     HParam("learning_rate", "float", 1e-3, _POSITIVE, "traced"),
     HParam("batch_size", "int", 64, Interval(1, True), "shape"),
-    HParam("epochs", "int", 10, Interval(1, True), "bucket"),
+    HParam("epochs", "int", 10, Interval(1, True), "traced"),  # lanes past theirs freeze
     HParam("depth", "int", 1, Interval(0, True), "bucket"),
     HParam("width", "int", 64, Interval(1, True), "bucket"),
     # gd is full-batch gradient descent: SGD whose batch is the whole training fold.
@@ -102,8 +102,12 @@ HPARAM_TABLE: tuple[HParam, ...] = (
     HParam("activation", "choice", "relu",
            ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "prelu", "elu"), "selector"),
     HParam("leaky_slope", "float", 0.01, _NON_NEGATIVE, "traced"),  # prelu starts at 0.25
-    HParam("init", "choice", "kaiming_uniform",
-           ("gaussian", "xavier_normal", "xavier_uniform", "kaiming_normal", "kaiming_uniform"),
+    # glorot_uniform = xavier_uniform weights and biases drawn from the same bound, as
+    # scikit-learn's MLP: the best default measured for every activation, relu included
+    # (docs/decisions.md, "Default init").
+    HParam("init", "choice", "glorot_uniform",
+           ("gaussian", "xavier_normal", "xavier_uniform", "kaiming_normal", "kaiming_uniform",
+            "glorot_uniform"),
            "selector",
            # "xavier"/"kaiming" alone mean the normal variant.
            aliases=(("xavier", "xavier_normal"), ("kaiming", "kaiming_normal"),
@@ -131,7 +135,7 @@ INIT_ALIASES: dict[str, str] = dict(HPARAMS["init"].aliases)
 OPTIMIZERS: tuple[str, ...] = HPARAMS["optimizer"].domain  # type: ignore[assignment]
 SCHEDULES: tuple[str, ...] = HPARAMS["schedule"].domain  # type: ignore[assignment]
 NUMERIC_DEFAULTS: dict[str, float] = {p.name: p.default for p in HPARAM_TABLE
-                                      if p.role == "traced"}  # type: ignore[misc]
+                                      if p.kind == "float"}  # type: ignore[misc]
 CHOICE_DEFAULTS: dict[str, str] = {p.name: p.default for p in HPARAM_TABLE
                                    if p.kind == "choice"}  # type: ignore[misc]
 
@@ -159,7 +163,7 @@ class Signature:
     width: the hidden-width bucket; lanes use ``width_l <= width`` units.
     activations/optimizers/inits/schedules: the choices its lanes select from.
     batch_size: minibatch rows (``gd`` lanes use the whole padded fold).
-    epochs: the largest epoch count; lanes with fewer epochs freeze after theirs.
+    (Epochs do not shape a program: it trains any segment of epochs, see models.train.)
     """
 
     task: str
@@ -170,10 +174,9 @@ class Signature:
     activations: tuple[str, ...] = ("relu",)
     norm: str = "none"
     optimizers: tuple[str, ...] = ("adam",)
-    inits: tuple[str, ...] = ("kaiming_uniform",)
+    inits: tuple[str, ...] = ("glorot_uniform",)
     schedules: tuple[str, ...] = ("constant",)
     batch_size: int = 64
-    epochs: int = 10
     # Which optional terms any lane uses. A term no lane needs is left out of the
     # program: each costs passes over every weight at every step.
     dropout: bool = False
@@ -198,7 +201,7 @@ class Signature:
                 raise ValueError(f"Signature.{name} must not be empty")
             for v in values:
                 _check_choice(name, v, allowed)
-        if self.depth < 0 or self.width < 1 or self.batch_size < 1 or self.epochs < 1:
+        if self.depth < 0 or self.width < 1 or self.batch_size < 1:
             raise ValueError(f"bad Signature sizes: {self}")
 
 
@@ -333,7 +336,6 @@ def signature_for(configs: list[TrialConfig], task: str, n_features: int, n_outp
         inits=_ordered({c.init for c in configs}, INITS),
         schedules=_ordered({c.schedule for c in configs}, SCHEDULES),
         batch_size=batches.pop(),
-        epochs=max(c.epochs for c in configs),
         dropout=any(c.numeric_value("dropout") > 0 for c in configs),
         l1=any(c.numeric_value("l1") > 0 for c in configs),
         l2=any(c.numeric_value("l2") > 0 for c in configs),

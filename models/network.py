@@ -70,7 +70,7 @@ def _init_std_and_bound(sig: Signature, hp, fan_in, fan_out):
             stds.append(hp.init_scale); uniform.append(False)
         elif scheme == "xavier_normal":
             stds.append(jnp.sqrt(2.0 / (fan_in + fan_out))); uniform.append(False)
-        elif scheme == "xavier_uniform":
+        elif scheme in ("xavier_uniform", "glorot_uniform"):
             stds.append(jnp.sqrt(6.0 / (fan_in + fan_out))); uniform.append(True)
         elif scheme == "kaiming_normal":
             stds.append(jnp.sqrt(2.0 / fan_in)); uniform.append(False)
@@ -96,6 +96,17 @@ def _init_matrix(key, sig: Signature, hp, d_in: int, d_out: int, fan_in, fan_out
     return jnp.where(is_uniform, unif, normal) * scale
 
 
+def _init_bias(key, sig: Signature, hp, d_out: int, fan_in, fan_out):
+    """[d_out] biases: for glorot_uniform U(+-sqrt(6 / (fan_in + fan_out))), the
+    weights' bound (as scikit-learn's MLP), else 0. One 1-D draw: prefix-stable across
+    bucket widths."""
+    if "glorot_uniform" not in sig.inits:
+        return jnp.zeros(d_out)
+    bound, _ = _init_std_and_bound(sig, hp, fan_in, fan_out)
+    u = jax.random.uniform(jax.random.fold_in(key, 2**30), (d_out,), minval=-1.0, maxval=1.0)
+    return jnp.where(hp.init == sig.inits.index("glorot_uniform"), u * bound, 0.0)
+
+
 def init_params(sig: Signature, hp, key) -> dict:
     """Initial parameters of one lane; padded units and absent layers are zero."""
     masks = weight_masks(sig, hp)
@@ -105,7 +116,11 @@ def init_params(sig: Signature, hp, key) -> dict:
         d_in = sig.n_features if k == 0 else sig.width
         fan_in = jnp.float32(sig.n_features) if k == 0 else width
         w = _init_matrix(jax.random.fold_in(key, k), sig, hp, d_in, sig.width, fan_in, width)
-        layer = {"w": w * masks["hidden"][k], "b": jnp.zeros(sig.width)}
+        b = _init_bias(jax.random.fold_in(key, k), sig, hp, sig.width, fan_in, width)
+        if sig.norm == "batch":  # batch norm cancels a hidden bias: it stays 0 (forward)
+            b = jnp.zeros(sig.width)
+        b = b * unit_mask(sig, hp.width) * layer_active(k, hp.depth)
+        layer = {"w": w * masks["hidden"][k], "b": b}
         if sig.norm != "none":
             layer["gamma"] = jnp.ones(sig.width)
             layer["beta"] = jnp.zeros(sig.width)
@@ -118,7 +133,9 @@ def init_params(sig: Signature, hp, key) -> dict:
     # draws the same weights whatever deeper bucket it runs in.
     w_out = _init_matrix(jax.random.fold_in(key, hp.depth), sig, hp, d_in, sig.n_outputs,
                          fan_in, jnp.float32(sig.n_outputs))
-    return {"hidden": hidden, "out": {"w": w_out * masks["out"], "b": jnp.zeros(sig.n_outputs)}}
+    b_out = _init_bias(jax.random.fold_in(key, hp.depth), sig, hp, sig.n_outputs,
+                       fan_in, jnp.float32(sig.n_outputs))
+    return {"hidden": hidden, "out": {"w": w_out * masks["out"], "b": b_out}}
 
 
 def init_norm_state(sig: Signature) -> dict:

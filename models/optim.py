@@ -44,12 +44,15 @@ def _family_rule(learning_rate, weight_decay, clip_norm, momentum, beta1, beta2,
         direction = optax.scale_by_adam(b1=beta1, b2=beta2, eps=eps)
     else:
         raise ValueError(f"unknown optimizer family {family!r}")
-    parts = [optax.clip_by_global_norm(clip_norm)] if use_clip else []
-    parts.append(direction)
+    # Named, so that a lane's optimizer state reads the same (by name, not position)
+    # whether or not its program includes clipping or decay: a paused trial can go on in
+    # another program (models.train.resize_state).
+    parts = [("clip", optax.clip_by_global_norm(clip_norm))] if use_clip else []
+    parts.append(("direction", direction))
     if use_decay:
-        parts.append(optax.add_decayed_weights(weight_decay, mask=_weights_only))
-    parts.append(optax.scale_by_learning_rate(learning_rate))
-    return optax.chain(*parts)
+        parts.append(("decay", optax.add_decayed_weights(weight_decay, mask=_weights_only)))
+    parts.append(("learning_rate", optax.scale_by_learning_rate(learning_rate)))
+    return optax.named_chain(*parts)
 
 
 _injected_rule = optax.inject_hyperparams(

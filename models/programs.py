@@ -5,8 +5,10 @@ globals: which programs it has built, the program store on disk (if any), the de
 the trial axis is split over, and what building cost (compiles, seconds, cache hits).
 The executor holds one per sweep, so two sweeps in one process count apart.
 
-``ProgramCache.fit(sig, hp, folds, seed)`` compiles once per ``sig`` and shapes (P, F,
-rows); call it with the same P to reuse the program (the executor pads the trial axis).
+``ProgramCache.run_segment(sig, hp, folds, seed, state, fresh, start, n)`` compiles once
+per ``sig`` and shapes (P, F, rows) and trains a segment of epochs from a state;
+``ProgramCache.fit`` trains from scratch to the end. Call them with the same P to reuse
+the program (the executor pads the trial axis).
 With several local devices (GPUs, TPU cores, or CPU devices from ``jax_num_cpu_devices``)
 and P a multiple of their count, the trial axis is split across them (``shard_map``:
 each device trains its own lanes, with no communication) and the folds are replicated;
@@ -29,10 +31,12 @@ from models.compile_cache import CompileStats, counting_compiles
 from models.folds import FoldStack
 from models.hparams import LaneHparams, Signature
 from models.program_store import ProgramStore
-from models.train import FitResult, fit_program
+from models.train import (
+    SEGMENT_EPOCHS, FitResult, SegmentResult, blank_state, fit_segment, state_layout,
+)
 
 # Exported programs name their argument and result types; register them once.
-for _cls in (LaneHparams, FoldStack, FitResult):
+for _cls in (LaneHparams, FoldStack, SegmentResult):
     export.register_namedtuple_serialization(_cls, serialized_name=f"models.{_cls.__name__}")
 
 
@@ -48,7 +52,7 @@ def compiler_options() -> dict[str, str]:
 def _jitted_program() -> Callable:
     # Module level and shared: JAX's own in-memory cache holds the executables, keyed on
     # the static (sig, mesh); a ProgramCache only accounts for the ones it asked for.
-    return jax.jit(fit_program, static_argnames=("sig", "mesh"),
+    return jax.jit(fit_segment, static_argnames=("sig", "mesh"),
                    compiler_options=compiler_options())
 
 
@@ -79,6 +83,7 @@ class ProgramCache:
         self.devices = list(devices) if devices is not None else jax.local_devices()
         self.stats = ProgramStats()
         self._built: dict[str, Callable] = {}  # program key -> callable
+        self._folds: dict[tuple, tuple] = {}   # the folds already on the devices
 
     def __repr__(self) -> str:
         return (f"ProgramCache(store={self.store!r}, devices={len(self.devices)}, "
@@ -107,44 +112,81 @@ class ProgramCache:
         return self.store is not None and self.store.has(self.key(sig, n_trials, folds))
 
     # ------------------------------------------------------------------ running
-    def fit(self, sig: Signature, hp: LaneHparams, folds: FoldStack, seed: int = 0
-            ) -> FitResult:
-        """Train every trial of ``hp`` (arrays [P]) on every fold of ``folds``."""
+    def run_segment(self, sig: Signature, hp: LaneHparams, folds: FoldStack, seed: int,
+                    state: Sequence, fresh, start_epoch: int, n_epochs: int) -> SegmentResult:
+        """Train the lanes of ``hp`` (arrays [P]) for ``n_epochs`` (<= SEGMENT_EPOCHS)
+        epochs from ``start_epoch`` (see ``models.train.fit_segment``); device arrays."""
+        if not 0 <= n_epochs <= SEGMENT_EPOCHS:
+            raise ValueError(f"a segment trains 0..{SEGMENT_EPOCHS} epochs, got {n_epochs}")
         n_trials = int(np.shape(hp.learning_rate)[0])
         mesh = self._mesh(n_trials)
-        if mesh is not None:
-            hp = jax.device_put(LaneHparams(*(jnp.asarray(v) for v in hp)),
-                                NamedSharding(mesh, PartitionSpec("lanes")))
-            folds = jax.device_put(FoldStack(*(jnp.asarray(v) for v in folds)),
-                                   NamedSharding(mesh, PartitionSpec()))
-        else:
-            hp = LaneHparams(*(jnp.asarray(v) for v in hp))
-            folds = FoldStack(*(jnp.asarray(v) for v in folds))
-        seed = jnp.asarray(seed, jnp.uint32)
+        # numpy in, one device_put: jnp.asarray would compile a small program per shape.
+        args = (LaneHparams(*(np.asarray(v) for v in hp)), None,
+                np.asarray(seed, np.uint32),
+                tuple(np.asarray(v) for v in state),
+                np.asarray(fresh, bool),
+                np.asarray(start_epoch, np.int32), np.asarray(n_epochs, np.int32))
+        args = jax.device_put(args, None if mesh is None else self._shardings(mesh))
+        args = (args[0], self._resident(folds, mesh), *args[2:])
         key = program_key(sig, n_trials, folds, 1 if mesh is None else mesh.devices.size)
         with counting_compiles(self.stats):
             program = self._built.get(key)
             if program is None:
-                program = self._build(key, sig, mesh, (hp, folds, seed))
+                program = self._build(key, sig, mesh, args)
                 self._built[key] = program
                 self.stats.programs += 1
-            return program(hp, folds, seed)
+            return program(*args)
+
+    def fit(self, sig: Signature, hp: LaneHparams, folds: FoldStack, seed: int = 0,
+            until: int | None = None) -> FitResult:
+        """Train every lane from scratch to its own ``epochs`` (host arrays): segments of
+        one program, run back to back. ``until`` stops every lane after that many epochs
+        (an early-stopped trial's refit: its schedule still spans its ``epochs``)."""
+        n_trials, n_folds = int(np.shape(hp.learning_rate)[0]), folds.n_folds
+        total = int(np.max(hp.epochs)) if until is None else int(until)
+        state = blank_state(sig, n_trials, n_folds)
+        fresh = np.ones(n_trials, bool)
+        parts = []
+        for start in range(0, total, SEGMENT_EPOCHS):
+            n = min(SEGMENT_EPOCHS, total - start)
+            seg = self.run_segment(sig, hp, folds, seed, state, fresh, start, n)
+            state, fresh = seg.state, np.zeros(n_trials, bool)
+            parts.append(jax.device_get((seg.train_loss[..., :n], seg.val_loss[..., :n],
+                                         {k: v[..., :n] for k, v in seg.val_metrics.items()})))
+        train_loss = np.concatenate([p[0] for p in parts], axis=-1)
+        val_loss = np.concatenate([p[1] for p in parts], axis=-1)
+        metrics = {k: np.concatenate([p[2][k] for p in parts], axis=-1) for k in parts[0][2]}
+        treedef, _ = state_layout(sig)
+        final = jax.tree_util.tree_unflatten(treedef, list(jax.device_get(state)))
+        return FitResult(train_loss, val_loss, metrics, np.asarray(final.diverged_at),
+                         final.params, final.norm_state)
+
+    def _resident(self, folds: FoldStack, mesh: Mesh | None) -> FoldStack:
+        """The folds on the device(s), put there once per layout (not per segment)."""
+        key = (id(folds), mesh is not None)
+        placed = self._folds.get(key)
+        if placed is None or placed[0] is not folds:
+            sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec())
+            placed = (folds, jax.device_put(FoldStack(*(np.asarray(v) for v in folds)),
+                                            sharding))
+            self._folds[key] = placed
+        return placed[1]
+
+    @staticmethod
+    def _shardings(mesh: Mesh) -> tuple:
+        lanes, every = NamedSharding(mesh, PartitionSpec("lanes")), NamedSharding(mesh, PartitionSpec())
+        return (lanes, every, every, lanes, lanes, every, every)
 
     def _build(self, key: str, sig: Signature, mesh: Mesh | None, args: tuple) -> Callable:
         if self.store is None:
             jitted = _jitted_program()
-            return lambda h, f, s: jitted(sig, h, f, s, mesh)
+            return lambda *a: jitted(sig, *a, mesh=mesh)
         exported = self.store.load(key)
         if exported is not None:
             self.stats.loaded += 1
         else:
-            shardings = None
-            if mesh is not None:
-                shardings = (NamedSharding(mesh, PartitionSpec("lanes")),
-                             NamedSharding(mesh, PartitionSpec()),
-                             NamedSharding(mesh, PartitionSpec()))
-            jitted = jax.jit(lambda h, f, s: fit_program(sig, h, f, s, mesh),
-                             in_shardings=shardings)
+            shardings = None if mesh is None else self._shardings(mesh)
+            jitted = jax.jit(lambda *a: fit_segment(sig, *a, mesh=mesh), in_shardings=shardings)
             exported = self.store.export_and_save(key, jitted, args)
             self.stats.exported += 1
         # Either way the exported program runs, so it is compiled once, not twice.

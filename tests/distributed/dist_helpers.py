@@ -188,7 +188,8 @@ def create_study(spec_path: Path, storage_url: str):
     process and without training, so that processes can join it from their start."""
     from tuner.inputs.data import load_data
     from tuner.inputs.spec import load_spec
-    from tuner.search.samplers import make_pruner, make_sampler
+    from tuner.fidelity.pruners import make_pruner
+    from tuner.search.samplers import make_sampler
     from tuner.search.study import create_or_load_study, open_storage
 
     spec = load_spec(spec_path)

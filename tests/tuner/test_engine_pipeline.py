@@ -22,12 +22,12 @@ def test_trials_are_logged_while_the_next_program_trains(results_dir, monkeypatc
         first_logged.set()
         return out
 
-    def training(self, members):
+    def training(self, members, *args):
         if any(kind == "trained" for kind, _ in events):
             # A later program: the first program's trials are written meanwhile. Done
             # after all training instead, this wait would time out.
             assert first_logged.wait(120), "the first program's trials were not logged"
-        out = run_group(self, members)
+        out = run_group(self, members, *args)
         events.append(("trained", tuple(c.batch_size for c in members)))
         return out
 

@@ -16,7 +16,7 @@ RNG = np.random.default_rng(0)
 X = RNG.normal(size=(400, 8)).astype(np.float32)
 Y = (X[:, 0] > 0).astype(np.int32)
 FOLDS = stack_folds([(X[:300], Y[:300], X[300:], Y[300:]), (X[100:], Y[100:], X[:100], Y[:100])])
-CHOICES = Choices(("relu",), ("adam",), ("kaiming_uniform",), ("constant",))
+CHOICES = Choices(("relu",), ("adam",), ("glorot_uniform",), ("constant",))
 
 
 class OneDevice(ProgramCache):

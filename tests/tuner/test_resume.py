@@ -149,16 +149,16 @@ def test_interrupted_tune_keeps_state_and_resumes(results_dir, monkeypatch):
 
     name, budget = "iris-api-interrupt", 6
     spec = iris_spec(name, method="random", trials=budget)
-    train = Executor.run
+    train = Executor.train
     calls = []
 
-    def interrupted_second_batch(self, configs, on_group=None):
+    def interrupted_second_batch(self, configs, *args, **kwargs):
         calls.append(len(configs))
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return train(self, configs, on_group)
+        return train(self, configs, *args, **kwargs)
 
-    monkeypatch.setattr(Executor, "run", interrupted_second_batch)
+    monkeypatch.setattr(Executor, "train", interrupted_second_batch)
     with pytest.raises(KeyboardInterrupt):
         tuner.tune(spec, refit=False)
     study = load_study(results_dir, name)

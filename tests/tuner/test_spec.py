@@ -199,7 +199,7 @@ def test_defaults_and_metric_default():
     s = parse_spec(BASE)
     assert (s.cv.folds, s.cv.stratified, s.cv.shuffle, s.cv.seed) == (5, True, True, 0)
     assert (s.search.method, s.search.trials, s.search.batch, s.search.seed,
-            s.search.pruner) == ("tpe", None, 16, 0, "none")
+            s.search.pruner.kind, s.search.early_stopping) == ("tpe", None, 16, 0, "none", None)
     assert s.metric == "accuracy" and s.greater_is_better
     assert parse_spec(spec_with(data={"source": "sklearn:diabetes"})).metric == "r2"
     assert parse_spec(spec_with(data={"source": "sklearn:breast_cancer"})).task == "binary"

@@ -21,15 +21,19 @@ from optuna.trial import FrozenTrial, TrialState
 
 from models import ProgramCache, TrialConfig
 from tuner import runtime
-from tuner.execution.executor import Choices, Executor, ExecutorStats, TrialOutcome
-from tuner.execution.executor import choices_for_space
+from tuner.execution.executor import (
+    Choices, Executor, ExecutorStats, SegmentOutcome, choices_for_space,
+)
+from tuner.fidelity.judge import Judge
+from tuner.fidelity.pruners import DecisionPoints, make_pruner
+from tuner.fidelity.scheduler import LiveTrial, RungScheduler
 from tuner.inputs.cv import make_folds
 from tuner.inputs.data import Dataset
 from tuner.inputs.spec import Range, SweepSpec
 from tuner.search import space
 from tuner.search.lifecycle import key_trial, lifecycle_for, retried_from, wait_for_others
-from tuner.search.samplers import make_pruner, make_sampler
-from tuner.search.study import ATTR_RUN_ID, ATTR_TARGET
+from tuner.search.samplers import make_sampler
+from tuner.search.study import ATTR_REFIT_EPOCHS, ATTR_RUN_ID, ATTR_TARGET
 from tuner.summary import model, plots
 from tuner.tracking import SweepTracker, TrackingStats, TrialRecord
 
@@ -45,14 +49,20 @@ class Progress:
     total: int
     best: float | None
     elapsed_s: float
+    pruned: int = 0
+    failed: int = 0
 
 
 @dataclasses.dataclass
 class SweepStats:
-    """Where a sweep's time went (what the fronts print and the benchmarks read)."""
+    """Where a sweep's time went (what the fronts print and the benchmarks read).
+
+    epochs_unpruned: trial-epochs the ended trials would have trained without pruning or
+    early stopping (``training.trial_epochs`` is what they did train)."""
 
     training: ExecutorStats
     tracking: TrackingStats
+    epochs_unpruned: int = 0
 
 
 @dataclasses.dataclass
@@ -99,12 +109,20 @@ class Sweep:
                               self.spec.cv.shuffle, self.spec.cv.seed)
         self.executor = Executor(folds, dataset.task, dataset.n_outputs, self.spec.metric,
                                  space_choices(self.spec), seed=self.spec.search.seed,
-                                 programs=programs)
+                                 programs=programs, batch=self.batch)
+        decisions = DecisionPoints.of(self.spec)
+        es = self.spec.search.early_stopping
+        self.scheduler = RungScheduler(self.batch, decisions,
+                                       check_every=es.patience if es is not None else None)
+        self.judge = Judge(self.spec.metric, self.spec.greater_is_better, decisions, es,
+                           self.lifecycle)
         self.records: dict[int, TrialRecord] = {}
+        self.pool: list[LiveTrial] = []
+        self.epochs_full = 0  # epochs the ended trials would have trained unpruned
 
     @property
     def stats(self) -> SweepStats:
-        return SweepStats(self.executor.stats, self.tracker.stats)
+        return SweepStats(self.executor.stats, self.tracker.stats, self.epochs_full)
 
     # ------------------------------------------------------------------ main loop
     def run(self, trials: int | None = None, progress: Callable[[Progress], None] | None = None,
@@ -122,37 +140,42 @@ class Sweep:
         runtime.preload_in_background((*plots.PRELOAD_MODULES, "IPython"),
                                       then=(model.prepare_model_logging,))
         started = time.perf_counter()
-        asked: list[optuna.Trial] = []
+        self.pool: list[LiveTrial] = []
+        asking: list[optuna.Trial] = []  # asked, not in the pool yet
         interrupted = False
         try:
             while stop is None or not stop.is_set():
                 self.lifecycle.fail_stale()
                 counted, running, waiting = self.lifecycle.budget_state()
                 self._report(progress, counted, target, started)
-                if counted >= target:
-                    break
-                n = min(self.batch, max(target - counted - running, waiting))
-                if n <= 0:  # others are finishing the last trials; watch for stale ones
-                    wait_for_others()
+                room = max(target - counted - running, waiting)
+                n_new = min(self.scheduler.wanted(self.pool), room)
+                for _ in range(n_new):
+                    # Beat for each trial as soon as it is asked: a RUNNING trial without
+                    # any heartbeat is never found stale, so a worker dying here would
+                    # leave it RUNNING for good (and the others waiting for it).
+                    asking.append(self.study.ask(self.distributions))
+                    heartbeat.watch([t.trial for t in self.pool] + asking)
+                self._enter(self._drop_over_budget(asking, target))
+                asking = []
+                heartbeat.watch([t.trial for t in self.pool])
+                if not self.pool:
+                    if counted >= target:
+                        break
+                    wait_for_others()  # others are finishing the last trials
                     continue
-                # Beat for each trial as soon as it is asked: a RUNNING trial without any
-                # heartbeat is never found stale, so a worker dying here would leave it
-                # RUNNING for good (and the others waiting for it).
-                for _ in range(n):
-                    asked.append(self.study.ask(self.distributions))
-                    heartbeat.watch(asked)
-                asked = self._drop_over_budget(asked, target)
-                heartbeat.watch(asked)
-                if asked:
-                    self._run_batch(asked)
-                asked = []
-                heartbeat.watch([])
+                more_coming = room > n_new  # later asks will refill the shallow queues
+                self._run_segment(*self.scheduler.next_segment(self.pool, more_coming))
         except KeyboardInterrupt:
             interrupted = True
-            self.lifecycle.interrupted(asked, LOST_ON_INTERRUPT)
+            self.lifecycle.interrupted([t.trial for t in self.pool] + asking, LOST_ON_INTERRUPT)
             self.tracker.close_running_children(LOST_ON_INTERRUPT)
+            self.pool = []
         finally:
             heartbeat.stop()
+        if self.pool:  # stopped between segments (first Ctrl-C, SIGTERM): retried later
+            self.lifecycle.interrupted([t.trial for t in self.pool], LOST_ON_INTERRUPT)
+            self.pool = []
         counted, _, _ = self.lifecycle.budget_state()
         self._report(progress, counted, target, started)
         return SweepOutcome(self.study, self.records, self.stats, interrupted)
@@ -194,12 +217,14 @@ class Sweep:
     def _report(self, progress, counted: int, target: int, started: float) -> None:
         if progress is None:
             return
-        best = None
-        try:
-            best = self.study.best_value
-        except ValueError:
-            pass
-        progress(Progress(counted, target, best, time.perf_counter() - started))
+        trials = self.lifecycle.trials()
+        done = [t for t in trials if t.state == TrialState.COMPLETE]
+        pick = max if self.spec.greater_is_better else min
+        best = pick(t.value for t in done) if done else None
+        states = [t.state for t in trials]
+        progress(Progress(counted, target, best, time.perf_counter() - started,
+                          pruned=states.count(TrialState.PRUNED),
+                          failed=states.count(TrialState.FAIL)))
 
     def params_of(self, trial: FrozenTrial) -> dict:
         """The trial's hyperparameters under the space's names, plus the fixed ones."""
@@ -209,45 +234,62 @@ class Sweep:
         return TrialConfig.from_dict(self.params_of(trial), seed=self.spec.search.seed,
                                      trial=key_trial(trial))
 
-    # ------------------------------------------------------------------ one batch
-    def _run_batch(self, asked: list[optuna.Trial]) -> None:
-        frozen = [self.lifecycle.frozen(t) for t in asked]
-        configs = [self.config_for(t) for t in frozen]
+    # ------------------------------------------------------------------ segments
+    def _enter(self, asked: list[optuna.Trial]) -> None:
+        """Open the MLflow runs of newly asked trials and put them in the pool."""
+        if not asked:
+            return
+        frozen = [self.lifecycle.asked(t) for t in asked]
         params = [self.params_of(t) for t in frozen]
         retry_of = [retried_from(t) for t in frozen]
         run_ids = self.tracker.begin_trials(list(zip([t.number for t in frozen], params,
                                                      retry_of)))
-        for t in asked:
+        for t, f, p, r in zip(asked, frozen, params, retry_of):
             t.set_user_attr(ATTR_RUN_ID, run_ids[t.number])
-        kept: dict[int, TrialRecord] = {}  # index in ``asked`` -> record
+            self.pool.append(LiveTrial(t, self.config_for(f), p, run_ids[t.number], r))
+
+    def _run_segment(self, members: list[LiveTrial], start: int, stop: int) -> None:
+        """Train ``members`` from epoch ``start`` to ``stop``; end the trials that end.
+
+        Each program's trials are judged (Optuna reports and pruning) as soon as it is
+        done, and the ended ones written to MLflow while the next program trains (XLA
+        releases the GIL); they are told to Optuna once all are logged."""
+        ended: list[tuple[LiveTrial, TrialRecord]] = []
         jobs: list[concurrent.futures.Future] = []
-        # Each program's trials are written to MLflow while the next program trains
-        # (XLA releases the GIL); they are told to Optuna only once all are logged.
         logger = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="log-trials")
 
-        def record_group(indices: list[int], outcomes: list[TrialOutcome]) -> None:
-            group = [(i, o) for i, o in zip(indices, outcomes)
-                     if self._still_ours(asked[i])]
-            records = [TrialRecord(number=asked[i].number, params=params[i], state=o.state,
-                                   value=o.value, value_std=o.value_std, curves=o.curves,
-                                   fail_reason=o.fail_reason, retry_of=retry_of[i],
-                                   run_id=run_ids[asked[i].number])
-                       for i, o in group]
-            self._apply_pruner([asked[i] for i, _ in group], records)
-            kept.update(zip([i for i, _ in group], records))
+        def judge_group(indices: list[int], outcomes: list[SegmentOutcome]) -> None:
+            records = []
+            for i, o in zip(indices, outcomes):
+                t = members[i]
+                if not self._still_ours(t.trial):
+                    self.pool.remove(t)
+                    continue
+                if o.error is not None:
+                    rec = self.judge.failed(t, o.error)
+                else:
+                    t.add_segment(o.curves, o.state, stop - start)
+                    rec = self.judge.after_segment(t, o.diverged_epoch)
+                if rec is not None:
+                    self.pool.remove(t)
+                    self.epochs_full += t.config.epochs
+                    ended.append((t, rec))
+                    records.append(rec)
             if records:
                 jobs.append(logger.submit(self.tracker.log_trials, records, timed=False))
 
         try:
-            self.executor.run(configs, on_group=record_group)
+            self.executor.train([t.config for t in members], [t.state for t in members],
+                                start, stop - start, on_group=judge_group)
             with self.tracker.timing():  # only the wait the overlap did not hide
                 for job in jobs:
                     job.result()
         finally:
             logger.shutdown(wait=True, cancel_futures=True)
-        for i in sorted(kept):
-            t, rec = asked[i], kept[i]
-            if self.lifecycle.tell(t, rec.state, rec.value, rec.fail_reason):
+        for t, rec in ended:
+            if rec.refit_epochs is not None:
+                t.trial.set_user_attr(ATTR_REFIT_EPOCHS, rec.refit_epochs)
+            if self.lifecycle.tell(t.trial, rec.state, rec.value, rec.fail_reason):
                 self.records[t.number] = rec
 
     def _still_ours(self, trial: optuna.Trial) -> bool:
@@ -256,18 +298,3 @@ class Sweep:
         log.warning("trial %d was failed as stale while this worker was stalled; "
                     "its retry runs elsewhere", trial.number)
         return False
-
-    def _apply_pruner(self, asked: list[optuna.Trial], records: list[TrialRecord]) -> None:
-        """Report each epoch's fold-mean metric; a pruned trial keeps its curve up to the
-        pruning epoch. The batch trains in one program, so pruning decides the trial's
-        state (and what later trials are compared with), not the compute spent."""
-        if self.spec.search.pruner == "none":
-            return
-        name = f"val_{self.spec.metric}"
-        for t, rec in zip(asked, records):
-            if rec.state != TrialState.COMPLETE:
-                continue
-            epoch = self.lifecycle.pruned_at(t, rec.curves[name].mean(axis=0))
-            if epoch is not None:
-                rec.state, rec.value, rec.fail_reason = TrialState.PRUNED, None, None
-                rec.curves = {k: v[:, : epoch + 1] for k, v in rec.curves.items()}

@@ -1,3 +1,3 @@
 """The Optuna side of a sweep: the space as distributions and grids (``space``),
-samplers and pruners (``samplers``), the storage and study (``study``), and the trial
+samplers (``samplers``), the storage and study (``study``), and the trial
 lifecycle with every private Optuna access (``lifecycle``)."""

@@ -164,6 +164,11 @@ class TrialLifecycle:
         """The trial as the storage holds it now."""
         return self.storage.get_trial(_trial_id(trial))
 
+    def asked(self, trial: optuna.Trial) -> FrozenTrial:
+        """A trial just asked, as ask left it (params, retry attributes), without a read
+        of the storage: ``optuna.Trial`` keeps that copy itself."""
+        return trial._cached_frozen_trial  # noqa: SLF001
+
     def trials(self, states: Sequence[TrialState] | None = None) -> list[FrozenTrial]:
         return self.study.get_trials(deepcopy=False, states=states)
 
@@ -176,14 +181,15 @@ class TrialLifecycle:
         return budget_state(self.study)
 
     # ------------------------------------------------------------------ pruning
-    def pruned_at(self, trial: optuna.Trial, curve: Sequence[float]) -> int | None:
-        """Report ``curve`` (the fold-mean metric per epoch) and return the first epoch
-        at which the study's pruner stops the trial, or None."""
-        for epoch, value in enumerate(curve):
+    def report(self, trial: optuna.Trial, curve: Sequence[float], start: int = 0) -> None:
+        """Report ``curve`` (the fold-mean metric of epochs ``start``, ``start + 1``, ...)
+        as intermediate values at step = epoch."""
+        for epoch, value in enumerate(curve, start=start):
             trial.report(float(value), epoch)
-            if trial.should_prune():
-                return epoch
-        return None
+
+    def should_prune(self, trial: optuna.Trial) -> bool:
+        """The study's pruner on the trial's last reported step."""
+        return trial.should_prune()
 
     # ------------------------------------------------------------------ ending trials
     def tell(self, trial: optuna.Trial, state: TrialState, value: float | None = None,
@@ -286,6 +292,9 @@ class SingleProcessLifecycle(TrialLifecycle):
 
     def fail_stale(self) -> None:
         return None  # nobody else can hold a trial of this study
+
+    def is_running(self, trial: AnyTrial) -> bool:
+        return True  # nobody else can end a trial of this study
 
     def over_budget(self, asked: list[optuna.Trial], target: int) -> list[optuna.Trial]:
         return []  # one process: the count it saw is exact

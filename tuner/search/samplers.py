@@ -1,4 +1,5 @@
-"""Samplers and pruners of a study, seeded so that workers and continuations differ."""
+"""Samplers of a study, seeded so that workers and continuations differ (pruners:
+``tuner.fidelity.pruners``)."""
 
 from __future__ import annotations
 
@@ -32,11 +33,3 @@ def make_sampler(spec: SweepSpec, worker: int = 0, offset: int = 0
         return optuna.samplers.RandomSampler(seed=seed)
     # Constant liar keeps a batch of proposals apart while their results are pending.
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
-
-
-def make_pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
-    return {
-        "none": optuna.pruners.NopPruner,
-        "median": optuna.pruners.MedianPruner,
-        "hyperband": optuna.pruners.HyperbandPruner,
-    }[spec.search.pruner]()

@@ -34,6 +34,7 @@ ATTR_TARGET = "target_trials"
 ATTR_RUN_ID = "mlflow_run_id"
 ATTR_LOST = "lost"  # a trial lost to a crash/interrupt: retried, not counted
 ATTR_FAIL_REASON = "fail_reason"
+ATTR_REFIT_EPOCHS = "refit_epochs"  # early stopping: the epochs that produced the value
 
 
 class StorageError(InputError):

@@ -15,8 +15,9 @@ from models import ProgramCache
 from tuner.inputs.data import Dataset
 from tuner.inputs.spec import SweepSpec
 from tuner.search.lifecycle import key_trial
-from tuner.search.study import ATTR_RUN_ID
-from tuner.summary.model import BestModel, log_best_model, refit
+from tuner.search.study import ATTR_REFIT_EPOCHS, ATTR_RUN_ID
+from tuner.summary.model import BestModel, log_best_model
+from tuner.summary.model import refit as refit_model
 from tuner.tracking import SweepTracker, TrialRecord
 
 log = logging.getLogger(__name__)
@@ -80,8 +81,9 @@ def finish(outcome, *, tracker: SweepTracker, dataset: Dataset, spec: SweepSpec,
     if best is not None:
         if refit and not outcome.interrupted:
             # The refit (compile + train, outside the GIL) overlaps the summary and plots.
-            refit_job = pool.submit(_refit, dataset, params_of(best), spec.search.seed,
-                                    key_trial(best), programs)
+            refit_job = pool.submit(refit_model, dataset, params_of(best), spec.search.seed,
+                                    key_trial(best), programs=programs,
+                                    epochs=best.user_attrs.get(ATTR_REFIT_EPOCHS))
         best_record = outcome.records.get(best.number) or tracker.load_record(
             best.user_attrs.get(ATTR_RUN_ID), best.number)
     best_model: BestModel | None = None
@@ -95,9 +97,12 @@ def finish(outcome, *, tracker: SweepTracker, dataset: Dataset, spec: SweepSpec,
                 log_best_model(best_model, np.asarray(dataset.X))
 
     status = "KILLED" if outcome.interrupted else "FINISHED"
+    training = outcome.stats.training
+    metrics = {"trial_epochs_trained": training.trial_epochs,
+               "trial_epochs_unpruned": outcome.stats.epochs_unpruned}
     try:
         tracker.finish_sweep(trials_dataframe(study), best_record, study, status=status,
-                             model_logger=model_logger)
+                             model_logger=model_logger, metrics=metrics)
     finally:
         pool.shutdown(wait=True)
     if best_model is None and refit_job is not None:
@@ -107,6 +112,3 @@ def finish(outcome, *, tracker: SweepTracker, dataset: Dataset, spec: SweepSpec,
                       outcome.interrupted)
 
 
-def _refit(dataset: Dataset, params: dict, seed: int, trial: int, programs: ProgramCache
-           ) -> BestModel | None:
-    return refit(dataset, params, seed, trial, programs=programs)

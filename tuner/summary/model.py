@@ -46,15 +46,17 @@ def _as_array(X) -> np.ndarray:
 
 
 def refit(dataset: Dataset, params: dict, seed: int, trial: int, *,
-          programs: ProgramCache | None = None) -> BestModel | None:
-    """Train ``params`` on all of ``dataset``; None if that run diverges."""
+          programs: ProgramCache | None = None, epochs: int | None = None
+          ) -> BestModel | None:
+    """Train ``params`` on all of ``dataset``; None if that run diverges. ``epochs``
+    stops the training early (the epochs that produced an early-stopped trial's value)."""
     config = TrialConfig.from_dict(params, seed=seed, trial=trial)
     full = make_full_fit(dataset)
     sig = signature_for([config], dataset.task, dataset.n_features, dataset.n_outputs,
                         full.stack.n_train)
     hp = lane_hparams([config], sig)
     programs = programs if programs is not None else ProgramCache()
-    result = programs.fit(sig, hp, full.stack, seed)
+    result = programs.fit(sig, hp, full.stack, seed, until=epochs)
     if int(np.asarray(result.diverged_epoch)[0, 0]) >= 0:
         log.warning("the refit of the best configuration diverged; no model is logged")
         return None

@@ -51,6 +51,7 @@ class TrialRecord:
     retry_of: int | None = None  # number of the trial this one retries
     extra_tags: dict[str, str] = field(default_factory=dict)
     run_id: str | None = None  # the run made by ``begin_trials``; None: log_trials makes one
+    refit_epochs: int | None = None  # the epochs that produced the value (early stopping)
 
 
 def clip(value: Any, limit: int, what: str) -> str:

@@ -302,7 +302,8 @@ class SweepTracker:
 
     def finish_sweep(self, trials_df: "pd.DataFrame | None", best: TrialRecord | None,
                      study: "optuna.Study | None", status: str = "FINISHED",
-                     model_logger: Callable[[str], None] | None = None) -> None:
+                     model_logger: Callable[[str], None] | None = None,
+                     metrics: dict[str, float] | None = None) -> None:
         """Close the parent run: ``best_<metric>``, ``trials.csv``, ``plots/*.png``, the
         model (``model_logger(parent_run_id)``, called inside the parent run's fluent
         context), then status. A plot that cannot be drawn is skipped with a warning; an
@@ -316,15 +317,16 @@ class SweepTracker:
             raise RuntimeError("finish_sweep() before start_sweep()")
         start = time.perf_counter()
         try:
-            metrics, tags = [], {}
+            tags: dict[str, str] = {}
+            stamp = int(time.time() * 1000)
+            entries = [Metric(k, float(v), stamp, 0) for k, v in (metrics or {}).items()]
             if best is not None:
                 tags["best_trial_number"] = str(best.number)
                 if best.number in self.trial_run_ids:
                     tags["best_trial_run_id"] = self.trial_run_ids[best.number]
                 if finite(best.value):
-                    metrics.append(Metric(f"best_{self.metric}", float(best.value),
-                                          int(time.time() * 1000), 0))
-            self._log(run_id, metrics, tags=tags)
+                    entries.append(Metric(f"best_{self.metric}", float(best.value), stamp, 0))
+            self._log(run_id, entries, tags=tags)
             with tempfile.TemporaryDirectory(prefix="tuner-sweep-") as tmp:
                 d = Path(tmp)
                 if trials_df is not None:

@@ -30,8 +30,9 @@ from pydantic import field_validator, model_validator
 from models import hparams as hp
 from tuner.errors import SpecError
 from tuner.inputs.spec.messages import FieldError, dotted, show, suggest
+from tuner.inputs.spec.base import SpecModel
 from tuner.inputs.spec.sections import (
-    CVSpec, DataSpec, Range, SearchSpec, SpaceEntry, SpecModel, entry_for,
+    CVSpec, DataSpec, Range, SearchSpec, SpaceEntry, entry_for,
 )
 from tuner.inputs.spec.values import (
     CLASSIFICATION_METRICS, DEFAULT_METRIC, GREATER_IS_BETTER, METRICS, REGRESSION_METRICS,

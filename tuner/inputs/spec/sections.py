@@ -13,31 +13,17 @@ from collections.abc import Mapping
 from typing import Any, Literal, Union
 
 from pydantic import (
-    BaseModel, ConfigDict, StrictBool, StrictInt, ValidationError, ValidationInfo,
-    field_validator, model_validator,
+    StrictBool, StrictInt, ValidationError, ValidationInfo, field_validator, model_validator,
 )
 
 from models import hparams as hp
+from tuner.inputs.spec.base import SpecModel
+from tuner.inputs.spec.fidelity import EarlyStoppingSpec, PrunerSpec
 from tuner.inputs.spec.messages import FieldError, first_error, show, suggest
 from tuner.inputs.spec.values import (
-    ARRAYS_SOURCE, CATEGORICAL_HPARAMS, INT_HPARAMS, METHODS, PRUNERS, SKLEARN_SOURCES,
-    check_value, is_number,
+    ARRAYS_SOURCE, CATEGORICAL_HPARAMS, INT_HPARAMS, METHODS, SKLEARN_SOURCES, check_value,
+    is_number,
 )
-
-
-
-class SpecModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _known_keys(cls, data: Any) -> Any:
-        # extra="forbid" would say only "Extra inputs are not permitted"; suggest instead.
-        if isinstance(data, Mapping):
-            for key in data:
-                if key not in cls.model_fields:
-                    raise FieldError((str(key),), f"unknown key{suggest(key, cls.model_fields)}")
-        return data
 
 
 class DataSpec(SpecModel):
@@ -131,7 +117,8 @@ class SearchSpec(SpecModel):
     trials: StrictInt | None = None  # grid: the whole grid when absent
     batch: StrictInt = 16
     seed: StrictInt = 0
-    pruner: str = "none"
+    pruner: PrunerSpec = PrunerSpec()
+    early_stopping: EarlyStoppingSpec | None = None
 
     @field_validator("method")
     @classmethod
@@ -140,12 +127,10 @@ class SearchSpec(SpecModel):
             raise ValueError(f"unknown method {v!r}{suggest(v, METHODS)}")
         return v
 
-    @field_validator("pruner")
+    @field_validator("pruner", mode="before")
     @classmethod
-    def _pruner(cls, v: str) -> str:
-        if v not in PRUNERS:
-            raise ValueError(f"unknown pruner {v!r}{suggest(v, PRUNERS)}")
-        return v
+    def _pruner(cls, v: Any) -> Any:
+        return "none" if v is None else v
 
     @field_validator("trials", "batch")
     @classmethod

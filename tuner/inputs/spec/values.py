@@ -19,7 +19,6 @@ from models.metrics import (
 from tuner.inputs.spec.messages import FieldError, show, suggest
 
 METHODS = ("grid", "random", "tpe")
-PRUNERS = ("none", "median", "hyperband")
 METRICS = tuple(_METRIC_TABLE)
 
 # Built-in data sets and their tasks (so the metric can be checked at parse time).
@@ -41,7 +40,7 @@ DOMAINS: dict[str, Interval] = {
 __all__ = [
     "ARRAYS_SOURCE", "CATEGORICAL_HPARAMS", "CLASSIFICATION_METRICS", "DEFAULT_METRIC",
     "DOMAINS", "FLOAT_HPARAMS", "GREATER_IS_BETTER", "HPARAMS", "INT_HPARAMS", "METHODS",
-    "METRICS", "PRUNERS", "REGRESSION_METRICS", "SKLEARN_SOURCES", "check_name",
+    "METRICS", "REGRESSION_METRICS", "SKLEARN_SOURCES", "check_name",
     "check_value", "is_number",
 ]
 
