@@ -22,7 +22,6 @@ import functools
 from collections.abc import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax import export
 from jax.sharding import Mesh, NamedSharding, PartitionSpec

@@ -98,7 +98,8 @@ def _load_inputs(space: Path, method, trials, batch, seed):
 def _progress_bar():
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("best {task.fields[best]}"), TimeElapsedColumn(), TextColumn("eta"),
+        TextColumn("best {task.fields[best]}"), TextColumn("{task.fields[pruned]}"),
+        TimeElapsedColumn(), TextColumn("eta"),
         TimeRemainingColumn(), console=console, transient=False,
     )
 
@@ -107,11 +108,12 @@ def _run_sweep(sweep, trials, refit: bool):
     process.resume_gc()  # the libraries are imported: the sweep's own objects need it
 
     with _progress_bar() as bar:
-        task = bar.add_task(sweep.study_name, total=None, best="-")
+        task = bar.add_task(sweep.study_name, total=None, best="-", pruned="")
 
         def on_progress(p):
             best = "-" if p.best is None else f"{p.best:.4f}"
-            bar.update(task, completed=p.done, total=p.total, best=best)
+            pruned = f"pruned {p.pruned}" if p.pruned else ""
+            bar.update(task, completed=p.done, total=p.total, best=best, pruned=pruned)
 
         with _stop_on_first_ctrl_c() as stop:
             outcome = sweep.run(trials, progress=on_progress, stop=stop)

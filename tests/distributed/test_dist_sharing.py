@@ -182,3 +182,42 @@ def test_credentials_never_printed_logged_or_stored(pg, tuner, write_spec, mlflo
     for secret in (db_pw, http_pw):
         assert secret not in stored
         assert secret not in logged_text
+
+
+# --------------------------------------------------------------------------- pruning
+def test_two_workers_with_hyperband_finish_the_exact_budget(tuner, write_spec, storage_url,
+                                                            mlflow_server):
+    """Hyperband's brackets live in the shared study (Optuna's trial attributes), so two
+    processes prune against one another; together they finish exactly the budget, every
+    counted trial with one closed run whose curve matches its intermediate values."""
+    name = unique("hyperband")
+    spec = write_spec(name, search={"method": "random", "trials": 10, "batch": 3,
+                                    "pruner": {"kind": "hyperband", "min_resource": 1,
+                                               "reduction_factor": 2}},
+                      fixed={"epochs": 6})
+    create_study(spec, storage_url)
+    common = ["--storage", storage_url, "--tracking-uri", mlflow_server]
+    procs = [tuner.start("run", spec, "--no-refit", *common, synced=True, name="run"),
+             tuner.start("worker", "--study", name, "--worker-id", 1, *common, synced=True,
+                         name="worker")]
+    tuner.release(procs)
+    for p in procs:
+        tuner.wait(p, 180)
+        assert p.returncode == 0, tuner.describe(p)
+
+    study = load_study(storage_url, name)
+    counted = [t for t in study.trials if "lost" not in t.user_attrs]
+    assert len(counted) == 10 and all(t.state.is_finished() for t in counted)
+    assert any(t.state == TrialState.PRUNED for t in counted)
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    client = mlflow_client(mlflow_server)
+    runs = experiment_runs(client, name)
+    assert len({r.data.tags[TAG_PARENT] for r in trial_runs(runs)}) == 2  # both trained
+    status = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED",
+              TrialState.FAIL: "FAILED"}
+    for t in counted:
+        run = client.get_run(t.user_attrs["mlflow_run_id"])
+        assert run.info.status == status[t.state]
+        curve = {m.step: m.value for m in client.get_metric_history(run.info.run_id,
+                                                                     "val_accuracy")}
+        assert curve.keys() == t.intermediate_values.keys()
