@@ -151,6 +151,10 @@ def _write_stats(result) -> None:
             "tracking_s": result.stats.tracking.seconds,
             "best_value": None if best is None else best.value,
             "trials": len(result.study.trials),
+            "trial_epochs": training.trial_epochs,
+            "trial_epochs_unpruned": result.stats.epochs_unpruned,
+            "segments": training.segments,
+            "pruned": sum(t.state.name == "PRUNED" for t in result.study.trials),
         }, fh)
 
 

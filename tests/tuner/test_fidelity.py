@@ -154,8 +154,8 @@ def test_early_stopping_checks_every_patience_epochs():
         [live(0)], more_coming=False)[1:] == (0, 30)
 
 
-def test_survivors_wait_for_a_full_batch_while_new_trials_come():
-    sched = RungScheduler(4, DecisionPoints.of(spec("none")))
+def test_merging_survivors_wait_for_a_full_batch_while_new_trials_come():
+    sched = RungScheduler(4, DecisionPoints.of(spec("none")), merge=True)
     pool = [live(0, 3), live(1, 3)] + [live(i) for i in range(2, 6)]
     assert sched.wanted(pool) == 0                          # epoch 0 is full
     members, start, _ = sched.next_segment(pool, more_coming=True)
@@ -168,8 +168,8 @@ def test_survivors_wait_for_a_full_batch_while_new_trials_come():
     assert sched.next_segment(pool, more_coming=False)[1] == 0
 
 
-def test_without_merging_a_batch_is_finished_first():
-    sched = RungScheduler(4, DecisionPoints.of(spec("none")), merge=False)
+def test_by_default_a_batch_is_finished_first():
+    sched = RungScheduler(4, DecisionPoints.of(spec("none")))
     pool = [live(0, 3), live(1)]
     assert sched.wanted(pool) == 0 and sched.wanted([]) == 4
     assert sched.next_segment(pool, more_coming=True)[1] == 3
