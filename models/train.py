@@ -127,12 +127,67 @@ def _step_lane(sig: Signature, hp: LaneHparams, params, norm_state, opt_states, 
     return new_params, new_ns, new_opt, loss
 
 
-def _eval_lane(sig: Signature, hp: LaneHparams, params, norm_state, x, y, w, y_shift, y_scale):
-    logits, _ = network.forward(sig, params, norm_state, hp, x, w)
+def _eval_logits(sig: Signature, hp: LaneHparams, params, norm_state, x):
+    logits, _ = network.forward(sig, params, norm_state, hp, x)
+    return logits
+
+
+def _score_lane(sig: Signature, logits, y, w, y_shift, y_scale):
     metrics = compute_metrics(sig.task, logits, y, w, y_shift, y_scale)
     if sig.metrics:  # metrics left out are dead code to XLA and never computed
         metrics = {name: metrics[name] for name in sig.metrics}
     return loss_from_logits(sig.task, logits, y, w), metrics
+
+
+# Evaluation scores the validation rows in chunks, so that no array of size rows x lanes
+# x width exists: a chunk's hidden activations hold about EVAL_CHUNK_FLOATS floats.
+EVAL_CHUNK_FLOATS = 1 << 23
+
+
+def eval_chunk_rows(n_lanes: int, n_folds: int, width: int, n_val: int) -> int:
+    """Validation rows per chunk (a power of two, at most the padded rows)."""
+    rows = max(64, EVAL_CHUNK_FLOATS // max(1, n_lanes * n_folds * width))
+    rows = 1 << (rows.bit_length() - 1)
+    return max(1, min(rows, n_val))
+
+
+def _features(folds: FoldStack, rows):
+    """Rows [F, n] of the table as fold f's program sees them: [F, n, d]."""
+    x = folds.x[rows]
+    x = jnp.where(jnp.isnan(x), folds.x_fill[:, None, :], x)
+    return (x - folds.x_shift[:, None, :]) * folds.x_inv_scale[:, None, :]
+
+
+def _targets(sig: Signature, folds: FoldStack, rows):
+    """Targets of rows [F, n]; regression targets standardised per fold."""
+    y = folds.y[rows]
+    if sig.task == "regression":
+        y = (y - folds.y_shift[:, None, :]) / folds.y_scale[:, None, :]
+    return y
+
+
+def _evaluate(sig: Signature, hp: LaneHparams, params, norm_state, folds: FoldStack):
+    """(val_loss [P, F], {metric: [P, F]}) of every lane on its fold's validation rows.
+
+    Logits are computed chunk by chunk (hidden activations [P, F, chunk, W]); only the
+    logits [P, F, n_val, outputs] of all rows are kept, which rank metrics need."""
+    n_lanes = hp.learning_rate.shape[0]
+    n_folds, n_val = folds.val_idx.shape
+    chunk = eval_chunk_rows(n_lanes, n_folds, max(sig.width, sig.n_outputs), n_val)
+    n_chunks = -(-n_val // chunk)
+    forward = _lanes(functools.partial(_eval_logits, sig), (0, 0, 0, None), (None, 0, 0, 0))
+
+    def chunk_logits(c):
+        pos = jnp.minimum(c * chunk + jnp.arange(chunk), n_val - 1)
+        return forward(hp, params, norm_state, _features(folds, folds.val_idx[:, pos]))
+
+    logits = jax.lax.map(chunk_logits, jnp.arange(n_chunks))          # [C, P, F, c, k]
+    logits = jnp.moveaxis(logits, 0, 2).reshape(n_lanes, n_folds, n_chunks * chunk, -1)
+    logits = logits[:, :, :n_val]
+    score = _lanes(functools.partial(_score_lane, sig), (0, None, None, None, None),
+                   (0, 0, 0, 0, 0))
+    return score(logits, _targets(sig, folds, folds.val_idx), folds.w_val, folds.y_shift,
+                 folds.y_scale)
 
 
 def _epoch_order(key, w_train, n_batches: int, batch: int):
@@ -230,7 +285,7 @@ def fit_segment(sig: Signature, hp: LaneHparams, folds: FoldStack, seed, state: 
 
 def _segment_lanes(sig: Signature, hp: LaneHparams, folds: FoldStack, seed, state_leaves,
                    fresh, start_epoch, n_epochs) -> SegmentResult:
-    n_folds, n_rows = folds.x_train.shape[:2]
+    n_folds, n_rows = folds.train_idx.shape
     n_trials = hp.learning_rate.shape[0]
     batch = sig.batch_size
     n_batches = -(-n_rows // batch)
@@ -241,7 +296,7 @@ def _segment_lanes(sig: Signature, hp: LaneHparams, folds: FoldStack, seed, stat
     fold_keys = jax.vmap(
         lambda f: jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), f), 2**20)
     )(fold_ids)
-    n_real = jnp.sum(folds.w_train, axis=1)                          # [F]
+    n_real = jnp.sum(folds.w_train > 0, axis=1)                      # [F]
     steps_per_epoch = jnp.maximum(jnp.ceil(n_real / batch), 1.0)     # [F]
     total_steps = steps_per_epoch[None, :] * hp.epochs[:, None]      # [P, F]
     row_valid = (jnp.arange(n_batches * batch) < n_rows).reshape(n_batches, batch)
@@ -259,9 +314,6 @@ def _segment_lanes(sig: Signature, hp: LaneHparams, folds: FoldStack, seed, stat
     step_all = _lanes(functools.partial(_step_lane, sig),
                       (0, 0, 0, 0, 0, 0, None, None, None, None, 0),
                       (None, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
-    eval_all = _lanes(functools.partial(_eval_lane, sig),
-                      (0, 0, 0, None, None, None, None, None),
-                      (None, 0, 0, 0, 0, 0, 0, 0))
 
     def epoch_fn(i, carry):
         state, curves = carry
@@ -273,10 +325,11 @@ def _segment_lanes(sig: Signature, hp: LaneHparams, folds: FoldStack, seed, stat
 
         def step_fn(carry, b):
             params, norm_state, opt_states, steps, diverged_at = carry
-            idx = order[:, b]                                         # [F, B]
+            pos = order[:, b]                                         # [F, B]
             take = jax.vmap(lambda a, i: a[i])
-            xb, yb = take(folds.x_train, idx), take(folds.y_train, idx)
-            wb = take(folds.w_train, idx) * row_valid[b]
+            rows = take(folds.train_idx, pos)                         # [F, B] table rows
+            xb, yb = _features(folds, rows), _targets(sig, folds, rows)
+            wb = take(folds.w_train, pos) * row_valid[b]
             keys = jax.vmap(jax.vmap(
                 lambda k: jax.random.fold_in(jax.random.fold_in(k, epoch), b)))(dropout_keys)
             new_params, new_ns, new_opt, loss = step_all(
@@ -299,8 +352,7 @@ def _segment_lanes(sig: Signature, hp: LaneHparams, folds: FoldStack, seed, stat
         carry, (loss_sums, counts) = jax.lax.scan(step_fn, carry, jnp.arange(n_batches))
         params, norm_state, opt_states, steps, diverged_at = carry
         train_loss = jnp.sum(loss_sums, 0) / jnp.maximum(jnp.sum(counts, 0), 1.0)
-        val_loss, metrics = eval_all(hp, params, norm_state, folds.x_val, folds.y_val,
-                                     folds.w_val, folds.y_shift, folds.y_scale)
+        val_loss, metrics = _evaluate(sig, hp, params, norm_state, folds)
         bad = in_epochs & ~(jnp.isfinite(train_loss) & jnp.isfinite(val_loss))
         diverged_at = jnp.where((diverged_at < 0) & bad, epoch, diverged_at)
         state = TrainState(params, norm_state, opt_states, steps, diverged_at)

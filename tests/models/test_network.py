@@ -241,6 +241,7 @@ INIT_VARIANCE = {
     "xavier_uniform": lambda fan_in, fan_out, scale: 2.0 / (fan_in + fan_out),
     "kaiming_normal": lambda fan_in, fan_out, scale: 2.0 / fan_in,
     "kaiming_uniform": lambda fan_in, fan_out, scale: 2.0 / fan_in,
+    "glorot_uniform": lambda fan_in, fan_out, scale: 2.0 / (fan_in + fan_out),
 }
 INIT_SIG = Signature(task="regression", n_features=300, n_outputs=64, depth=3, width=512,
                      activations=("prelu",), norm="layer", inits=INITS)
@@ -256,7 +257,13 @@ def test_init_variance_and_padding(scheme):
     h0, h1, h2 = params["hidden"]
     u, d, k = INIT_WIDTH, INIT_SIG.n_features, INIT_SIG.n_outputs
     real = [(h0["w"][:, :u], d, u), (h1["w"][:u, :u], u, u), (params["out"]["w"][:u], u, k)]
-    for w, fan_in, fan_out in real:
+    biases = [h0["b"][:u], h1["b"][:u], params["out"]["b"]]
+    for (w, fan_in, fan_out), b in zip(real, biases):
+        if scheme == "glorot_uniform":  # biases drawn like the weights (scikit-learn's)
+            bound = np.sqrt(6.0 / (fan_in + fan_out))
+            assert np.abs(b).max() <= bound * (1 + 1e-6) and b.std() > 0.4 * bound
+        else:
+            assert np.all(b == 0)
         var = INIT_VARIANCE[scheme](fan_in, fan_out, INIT_SCALE)
         assert abs(w.mean()) < 5 * np.sqrt(var / w.size)
         np.testing.assert_allclose(w.var(), var, rtol=0.05)
@@ -273,11 +280,11 @@ def test_init_variance_and_padding(scheme):
     assert np.all(h1["w"][u:] == 0) and np.all(h1["w"][:, u:] == 0)
     assert np.all(h2["w"] == 0)
     assert np.all(params["out"]["w"][u:] == 0)
-    for layer in params["hidden"]:
-        assert np.all(layer["b"] == 0) and np.all(layer["beta"] == 0)
+    for k, layer in enumerate(params["hidden"]):
+        real_units = u if k < INIT_DEPTH else 0  # padded units and absent layers: 0
+        assert np.all(layer["b"][real_units:] == 0) and np.all(layer["beta"] == 0)
         assert np.all(layer["gamma"] == 1)
         assert np.all(layer["alpha"] == network.PRELU_INIT)
-    assert np.all(params["out"]["b"] == 0)
 
 
 def test_init_is_prefix_stable_across_width_buckets():

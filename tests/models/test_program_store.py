@@ -30,7 +30,7 @@ def problem(learning_rates=(0.01, 0.05)):
     configs = [TrialConfig.from_dict({**BASE, "learning_rate": lr}, trial=i)
                for i, lr in enumerate(learning_rates)]
     sig = dataclasses.replace(
-        signature_for(configs, "binary", 4, 1, FOLDS.x_train.shape[1]), metrics=("accuracy",))
+        signature_for(configs, "binary", 4, 1, FOLDS.n_train), metrics=("accuracy",))
     return sig, lane_hparams(configs, sig)
 
 

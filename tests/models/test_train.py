@@ -230,12 +230,14 @@ def test_extra_padding_rows_change_nothing(batch16):
     rng = np.random.default_rng(4)
     wide = stack_folds(RAW_FOLDS, n_train=57, n_val=30)
     assert (FOLDS.n_train, wide.n_train) == (45, 57)
+    # Padding rows point at junk rows appended to the table (huge features, label 1).
+    n, n_junk = len(wide.x), 7
+    junk_x = rng.normal(scale=1e3, size=(n_junk, wide.x.shape[1])).astype(np.float32)
     wide = wide._replace(
-        x_train=np.where(wide.w_train[..., None] > 0, wide.x_train,
-                         rng.normal(scale=1e3, size=wide.x_train.shape)).astype(np.float32),
-        y_train=np.where(wide.w_train > 0, wide.y_train, 1).astype(np.int32),
-        x_val=np.where(wide.w_val[..., None] > 0, wide.x_val, -5e2).astype(np.float32),
-        y_val=np.where(wide.w_val > 0, wide.y_val, 1).astype(np.int32))
+        x=np.concatenate([wide.x, junk_x]), y=np.concatenate([wide.y, np.ones(n_junk, np.int32)]),
+        train_idx=np.where(wide.w_train > 0, wide.train_idx,
+                           n + rng.integers(0, n_junk, wide.train_idx.shape)).astype(np.int32),
+        val_idx=np.where(wide.w_val > 0, wide.val_idx, n + n_junk - 1).astype(np.int32))
     wide_sig, b = run(configs, wide)
     assert wide_sig == sig
     assert set(a.val_metrics) == {"accuracy", "f1_macro", "roc_auc", "log_loss"}

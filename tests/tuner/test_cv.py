@@ -41,29 +41,32 @@ def test_folds_partition_the_data(folds, shuffle):
 def test_padding_weights_sum_to_fold_sizes():
     ds = classification(n=103)
     stack, splits = make_folds(ds, folds=5)
-    assert stack.x_train.shape == (5, max(len(tr) for tr, _ in splits), ds.n_features)
+    assert stack.train_idx.shape == (5, max(len(tr) for tr, _ in splits))
+    assert stack.x.shape == (ds.n_samples, ds.n_features)  # one copy of the table
     for f, (tr, va) in enumerate(splits):
         assert stack.w_train[f].sum() == len(tr)
         assert stack.w_val[f].sum() == len(va)
-        # real rows first, padding rows are zero
+        # real rows first (the fold's own rows), padding rows weigh 0
         assert np.all(stack.w_train[f, :len(tr)] == 1) and np.all(stack.w_train[f, len(tr):] == 0)
-        assert np.all(stack.x_train[f, len(tr):] == 0) and np.all(stack.x_val[f, len(va):] == 0)
+        np.testing.assert_array_equal(stack.train_idx[f, :len(tr)], tr)
+        np.testing.assert_array_equal(stack.val_idx[f, :len(va)], va)
 
 
 def test_scaler_fit_on_training_fold_only():
     ds = classification()
     stack, splits = make_folds(ds, folds=5)
-    assert np.all(np.isfinite(stack.x_train)) and np.all(np.isfinite(stack.x_val))
     X = ds.X.astype(np.float64)
     for f, (tr, va) in enumerate(splits):
+        x_tr, x_va = stack.fold_x(f, "train")[:len(tr)], stack.fold_x(f, "val")[:len(va)]
+        assert np.all(np.isfinite(x_tr)) and np.all(np.isfinite(x_va))
         mean, std = X[tr].mean(0), X[tr].std(0)
         std[std == 0] = 1.0
-        np.testing.assert_allclose(stack.x_train[f, :len(tr)], (X[tr] - mean) / std, atol=1e-5)
-        np.testing.assert_allclose(stack.x_val[f, :len(va)], (X[va] - mean) / std, atol=1e-5)
+        np.testing.assert_allclose(x_tr, (X[tr] - mean) / std, atol=1e-5)
+        np.testing.assert_allclose(x_va, (X[va] - mean) / std, atol=1e-5)
         # training rows are standardised exactly; the constant column is 0, not NaN
-        np.testing.assert_allclose(stack.x_train[f, :len(tr), :-1].mean(0), 0, atol=1e-5)
-        np.testing.assert_allclose(stack.x_train[f, :len(tr), :-1].std(0), 1, atol=1e-5)
-        assert np.all(stack.x_train[f, :len(tr), -1] == 0)
+        np.testing.assert_allclose(x_tr[:, :-1].mean(0), 0, atol=1e-5)
+        np.testing.assert_allclose(x_tr[:, :-1].std(0), 1, atol=1e-5)
+        assert np.all(x_tr[:, -1] == 0)
 
 
 def test_changing_a_validation_row_leaves_training_arrays_unchanged():
@@ -75,10 +78,12 @@ def test_changing_a_validation_row_leaves_training_arrays_unchanged():
     stack2, splits2 = make_folds(from_arrays(X, ds.y), folds=5)
     assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
                for a, b in zip(splits, splits2))
-    np.testing.assert_array_equal(stack.x_train[0], stack2.x_train[0])
-    np.testing.assert_array_equal(stack.y_train[0], stack2.y_train[0])
+    for field in ("x_shift", "x_inv_scale", "x_fill", "train_idx", "val_idx"):
+        np.testing.assert_array_equal(getattr(stack, field)[0], getattr(stack2, field)[0])
+    np.testing.assert_array_equal(stack.fold_x(0), stack2.fold_x(0))
+    np.testing.assert_array_equal(stack.fold_y(0), stack2.fold_y(0))
     # its own validation row changed, no other fold-0 validation row did
-    changed = np.any(stack.x_val[0] != stack2.x_val[0], axis=1)
+    changed = np.any(stack.fold_x(0, "val") != stack2.fold_x(0, "val"), axis=1)
     assert changed.tolist() == [True] + [False] * (len(changed) - 1)
 
 
@@ -89,8 +94,8 @@ def test_stratification_keeps_class_ratios():
     for f, (_, va) in enumerate(splits):
         fold_counts = np.bincount(ds.y[va], minlength=3)
         assert np.all(np.abs(fold_counts - counts / 5) <= 1)
-        np.testing.assert_array_equal(stack.y_val[f, :len(va)], ds.y[va])
-    assert stack.y_train.dtype == np.int32
+        np.testing.assert_array_equal(stack.fold_y(f, "val")[:len(va)], ds.y[va])
+    assert stack.y.dtype == np.int32
 
 
 def test_shuffle_seed_changes_folds_and_is_reproducible():
@@ -115,15 +120,15 @@ def test_too_few_samples_per_class():
 def test_regression_targets_standardised_per_training_fold(k):
     ds = regression(k=k)
     stack, splits = make_folds(ds, folds=4)
-    assert stack.y_train.shape[2] == k and stack.y_shift.shape == stack.y_scale.shape == (4, k)
+    assert stack.y.shape[1] == k and stack.y_shift.shape == stack.y_scale.shape == (4, k)
     y = ds.y.astype(np.float64).reshape(ds.n_samples, k)
     for f, (tr, va) in enumerate(splits):
         np.testing.assert_allclose(stack.y_shift[f], y[tr].mean(0), rtol=1e-5)
         np.testing.assert_allclose(stack.y_scale[f], y[tr].std(0), rtol=1e-5)
-        np.testing.assert_allclose(stack.y_train[f, :len(tr)].mean(0), 0, atol=1e-5)
-        # undoing the scaling gives the original validation targets
-        restored = stack.y_val[f, :len(va)] * stack.y_scale[f] + stack.y_shift[f]
-        np.testing.assert_allclose(restored, y[va], rtol=1e-5)
+        standard = stack.fold_y(f, "train", standardise=True)[:len(tr)]
+        np.testing.assert_allclose(standard.mean(0), 0, atol=1e-5)
+        # the table keeps the original targets
+        np.testing.assert_allclose(stack.fold_y(f, "val")[:len(va)], y[va], rtol=1e-5)
 
 
 def test_classification_y_shift_scale_are_identity():
@@ -137,14 +142,14 @@ def test_multilabel_uses_plain_kfold():
     y = rng.integers(0, 2, size=(40, 3))
     ds = from_arrays(rng.normal(size=(40, 2)), y)
     stack, splits = make_folds(ds, folds=4, stratified=True)  # stratified is ignored
-    assert stack.y_train.shape == (4, 30, 3) and stack.y_train.dtype == np.float32
+    assert stack.y.shape == (40, 3) and stack.y.dtype == np.float32 and stack.n_train == 30
     assert len(splits) == 4
 
 
 def test_constant_regression_target_does_not_divide_by_zero():
     ds = from_arrays(np.arange(20.0).reshape(10, 2), np.full(10, 3.0), task="regression")
     stack, _ = make_folds(ds, folds=2)
-    assert np.all(stack.y_scale == 1) and np.all(stack.y_train == 0)
+    assert np.all(stack.y_scale == 1) and np.all(stack.fold_y(0, standardise=True) == 0)
 
 
 def test_full_fit():
@@ -152,19 +157,19 @@ def test_full_fit():
     fit = make_full_fit(ds)
     s = fit.stack
     assert s.n_folds == 1 and s.n_train == ds.n_samples
-    np.testing.assert_array_equal(s.x_train, s.x_val)
-    np.testing.assert_array_equal(s.y_train, s.y_val)
+    np.testing.assert_array_equal(s.train_idx, s.val_idx)
     assert s.w_train.sum() == ds.n_samples
-    np.testing.assert_allclose(s.x_train[0].mean(0), 0, atol=1e-5)
-    np.testing.assert_allclose(fit.transform_x(ds.X), s.x_train[0], atol=1e-6)
+    np.testing.assert_allclose(s.fold_x(0).mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(fit.transform_x(ds.X), s.fold_x(0), atol=1e-5)
     np.testing.assert_allclose(fit.y_shift, [ds.y.mean()], rtol=1e-5)
-    np.testing.assert_allclose(fit.restore_y(s.y_train[0, :, 0]), ds.y, rtol=1e-5)
-    np.testing.assert_allclose(fit.restore_y(s.y_train[0]), ds.y[:, None], rtol=1e-5)
+    standard = s.fold_y(0, standardise=True)
+    np.testing.assert_allclose(fit.restore_y(standard[:, 0]), ds.y, rtol=1e-5)
+    np.testing.assert_allclose(fit.restore_y(standard), ds.y[:, None], rtol=1e-5)
     assert np.all(s.y_shift == fit.y_shift) and np.all(s.y_scale == fit.y_scale)
 
 
 def test_full_fit_classification():
     ds = classification()
     fit = make_full_fit(ds)
-    np.testing.assert_array_equal(fit.stack.y_train[0], ds.y)
+    np.testing.assert_array_equal(fit.stack.fold_y(0), ds.y)
     assert np.all(np.isfinite(fit.transform_x(np.full((2, ds.n_features), 5.0))))

@@ -127,7 +127,7 @@ class Executor:
         self._compile_estimate_s = compile_estimate_s
         self._load_estimate_s = load_estimate_s  # a program in the program store
         self._flops_per_s = flops_per_s
-        self._n_train_real = float(np.asarray(folds.w_train).sum(axis=1).mean())
+        self._n_train_real = float((np.asarray(folds.w_train) > 0).sum(axis=1).mean())
 
     # ------------------------------------------------------------------ planning
     def signature(self, configs: Sequence[TrialConfig]) -> Signature:

@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
-from models.folds import FoldStack, stack_folds
+from models.folds import FoldStack, fold_stack
 from tuner.inputs.data import CLASSIFICATION_TASKS, Dataset, check_folds
 
 Split = tuple[np.ndarray, np.ndarray]
@@ -59,52 +59,59 @@ def splitter(dataset: Dataset, folds: int = 5, stratified: bool = True,
 
 def make_folds(dataset: Dataset, folds: int = 5, stratified: bool = True,
                shuffle: bool = True, seed: int = 0) -> tuple[FoldStack, list[Split]]:
-    """K folds as a padded FoldStack [F, n, d] and the (train_idx, val_idx) list.
+    """K folds over the one table (``FoldStack``) and the (train_idx, val_idx) list.
 
-    Padding rows have weight 0; each fold's real rows have weight 1.
-    """
+    Each fold's scaler (and regression target mean/std) is fit on its training rows
+    only; the table itself is not copied per fold."""
     splits = splitter(dataset, folds, stratified, shuffle, seed)
-    parts, shifts, scales = [], [], []
-    for tr, va in splits:
-        scaler = _fit_scaler(dataset.X[tr])
-        y_tr, y_va, shift, scale = _scale_targets(dataset, tr, va)
-        parts.append((_scale(scaler, dataset.X[tr]), y_tr, _scale(scaler, dataset.X[va]), y_va))
-        shifts.append(shift)
-        scales.append(scale)
-    stack = stack_folds(parts, y_shift=np.stack(shifts), y_scale=np.stack(scales))
+    shifts, scales, y_shifts, y_scales = [], [], [], []
+    for tr, _ in splits:
+        scaler = _fit_scaler(dataset.X, tr)
+        shifts.append(scaler.mean_)
+        scales.append(1.0 / scaler.scale_)
+        y_shift, y_scale = _target_scaling(dataset, tr)
+        y_shifts.append(y_shift)
+        y_scales.append(y_scale)
+    stack = fold_stack(dataset.X, dataset.y, splits, x_shift=np.stack(shifts),
+                       x_inv_scale=np.stack(scales), y_shift=np.stack(y_shifts),
+                       y_scale=np.stack(y_scales))
     return stack, splits
 
 
 def make_full_fit(dataset: Dataset) -> FullFit:
     """A 1-fold stack for the final refit: train and val rows are all the data."""
     every = np.arange(dataset.n_samples)
-    scaler = _fit_scaler(dataset.X)
-    y, _, shift, scale = _scale_targets(dataset, every, every)
-    x = _scale(scaler, dataset.X)
-    stack = stack_folds([(x, y, x, y)], y_shift=shift[None], y_scale=scale[None])
+    scaler = _fit_scaler(dataset.X, every)
+    shift, scale = _target_scaling(dataset, every)
+    stack = fold_stack(dataset.X, dataset.y, [(every, every)], x_shift=scaler.mean_[None],
+                       x_inv_scale=1.0 / scaler.scale_[None], y_shift=shift[None],
+                       y_scale=scale[None])
     return FullFit(stack, scaler, shift, scale)
 
 
-def _fit_scaler(X: np.ndarray) -> StandardScaler:
-    # float64 statistics; a constant column gets scale 1 (sklearn), so no NaN.
-    return StandardScaler().fit(np.asarray(X, np.float64))
+def _fit_scaler(X: np.ndarray, rows: np.ndarray, chunk: int = 1 << 16) -> StandardScaler:
+    """StandardScaler statistics of ``X[rows]`` in float64, fed in chunks (``partial_fit``)
+    so that no float64 copy of the whole table exists; a constant column gets scale 1."""
+    scaler = StandardScaler()
+    rows = np.asarray(rows)
+    for start in range(0, len(rows), chunk):
+        scaler.partial_fit(np.asarray(X[rows[start:start + chunk]], np.float64))
+    return scaler
 
 
 def _scale(scaler: StandardScaler, X: np.ndarray) -> np.ndarray:
     return scaler.transform(np.asarray(X, np.float64)).astype(np.float32)
 
 
-def _scale_targets(dataset: Dataset, tr: np.ndarray, va: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(y_train, y_val, shift [k], scale [k]); only regression targets are changed."""
+def _target_scaling(dataset: Dataset, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(shift [k], scale [k]) standardising the targets of ``rows``; only regression
+    targets are scaled (zeros/ones otherwise)."""
     y = dataset.y
     k = 1 if y.ndim == 1 else y.shape[1]
     if dataset.task != "regression":
-        return y[tr], y[va], np.zeros(k, np.float32), np.ones(k, np.float32)
-    y64 = y.astype(np.float64).reshape(len(y), k)
-    shift = y64[tr].mean(axis=0)
-    scale = y64[tr].std(axis=0)
+        return np.zeros(k, np.float32), np.ones(k, np.float32)
+    y64 = y.astype(np.float64).reshape(len(y), k)[rows]
+    shift = y64.mean(axis=0)
+    scale = y64.std(axis=0)
     scale[scale < 1e-12 * np.maximum(1.0, np.abs(shift))] = 1.0  # constant target
-    y_tr = ((y64[tr] - shift) / scale).astype(np.float32)
-    y_va = ((y64[va] - shift) / scale).astype(np.float32)
-    return y_tr, y_va, shift.astype(np.float32), scale.astype(np.float32)
+    return shift.astype(np.float32), scale.astype(np.float32)
