@@ -115,7 +115,7 @@ def _finish(proc: subprocess.Popen, cwd: str, name: str) -> dict:
 def _study_exists(storage: str, name: str) -> bool:
     import optuna
 
-    from tuner.search import normalise_url
+    from tuner.search.study import normalise_url
 
     try:
         return name in optuna.get_all_study_names(normalise_url(storage))
@@ -126,7 +126,7 @@ def _study_exists(storage: str, name: str) -> bool:
 def _complete(storage: str, name: str) -> int:
     import optuna
 
-    from tuner.search import normalise_url
+    from tuner.search.study import normalise_url
 
     study = optuna.load_study(study_name=name, storage=normalise_url(storage))
     return sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)

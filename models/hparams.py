@@ -18,6 +18,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from models.optim import family_coefficients
+
 TASKS = ("regression", "binary", "multiclass", "multilabel")
 
 
@@ -56,12 +58,12 @@ class HParam:
 
     kind: "int", "float" or "choice".
     role: how a program holds it:
-      "shape"    - part of the program's shape; lanes of one program share it (norm,
-                   batch size);
+      "shape"    - part of the program's shape; lanes of one program share it (batch
+                   size);
       "bucket"   - a static maximum per program; a lane uses up to it (depth, width:
                    unit masks, pass-through layers);
       "selector" - a per-lane id into the program's static set of choices (activation,
-                   optimizer, init, schedule);
+                   norm, init, schedule; an optimizer is its family's coefficients);
       "traced"   - a per-lane array; never recompiles.
     """
 
@@ -113,7 +115,7 @@ HPARAM_TABLE: tuple[HParam, ...] = (
            aliases=(("xavier", "xavier_normal"), ("kaiming", "kaiming_normal"),
                     ("he", "kaiming_normal"))),
     HParam("init_scale", "float", 0.01, _POSITIVE, "traced"),  # sigma of the gaussian init
-    HParam("norm", "choice", "none", ("none", "batch", "layer"), "shape"),
+    HParam("norm", "choice", "none", ("none", "batch", "layer"), "selector"),
     HParam("l1", "float", 0.0, _NON_NEGATIVE, "traced"),       # l1 * sum|W| on weights
     HParam("l2", "float", 0.0, _NON_NEGATIVE, "traced"),       # 0.5 * l2 * sum W^2 on weights
     HParam("weight_decay", "float", 0.0, _NON_NEGATIVE, "traced"),  # decoupled: W -= lr*wd*W
@@ -141,7 +143,7 @@ CHOICE_DEFAULTS: dict[str, str] = {p.name: p.default for p in HPARAM_TABLE
 
 # Optimizers sharing one optax update rule; the numeric hyperparameters tell them apart
 # (sgd = momentum 0, adam = adamw with weight decay 0), so they need no selector.
-OPTIMIZER_FAMILIES = ("sgd", "nesterov", "adagrad", "rmsprop", "adam")  # selector order
+OPTIMIZER_FAMILIES = ("sgd", "nesterov", "adagrad", "rmsprop", "adam")
 OPTIMIZER_FAMILY = {
     "gd": "sgd", "sgd": "sgd", "momentum": "sgd", "nesterov": "nesterov",
     "adagrad": "adagrad", "rmsprop": "rmsprop", "adam": "adam", "adamw": "adam",
@@ -161,7 +163,10 @@ class Signature:
     depth: the largest number of hidden layers among its lanes (0 = linear model;
         a depth-0 program serves only depth-0 lanes).
     width: the hidden-width bucket; lanes use ``width_l <= width`` units.
-    activations/optimizers/inits/schedules: the choices its lanes select from.
+    activations/norms/inits/schedules: the choices its lanes select from (a lane's
+        normalisation is a selector too: batch and layer norm are elementwise work next
+        to the matrix products, cheaper than a program each). (Optimizers need no
+        choice: every family is one rule with per-lane coefficients, models.optim.)
     batch_size: minibatch rows (``gd`` lanes use the whole padded fold).
     (Epochs do not shape a program: it trains any segment of epochs, see models.train.)
     """
@@ -172,8 +177,7 @@ class Signature:
     depth: int
     width: int
     activations: tuple[str, ...] = ("relu",)
-    norm: str = "none"
-    optimizers: tuple[str, ...] = ("adam",)
+    norms: tuple[str, ...] = ("none",)
     inits: tuple[str, ...] = ("glorot_uniform",)
     schedules: tuple[str, ...] = ("constant",)
     batch_size: int = 64
@@ -190,10 +194,9 @@ class Signature:
 
     def __post_init__(self) -> None:
         _check_choice("task", self.task, TASKS)
-        _check_choice("norm", self.norm, NORMS)
         for name, values, allowed in (
             ("activations", self.activations, ACTIVATIONS),
-            ("optimizers", self.optimizers, OPTIMIZER_FAMILIES),
+            ("norms", self.norms, NORMS),
             ("inits", self.inits, INITS),
             ("schedules", self.schedules, SCHEDULES),
         ):
@@ -208,9 +211,10 @@ class Signature:
 class LaneHparams(NamedTuple):
     """Traced per-trial hyperparameters, each an array of shape [P].
 
-    Integer fields: depth, width (real sizes, <= the signature's), activation,
-    optimizer, init, schedule (indices into the signature's tuples), epochs and
-    trial (a lane's keys derive from (sweep seed, trial, fold), never from its slot).
+    Integer fields: depth, width (real sizes, <= the signature's), activation, init,
+    schedule (indices into the signature's tuples), epochs and trial (a lane's keys
+    derive from (sweep seed, trial, fold), never from its slot). The optimizer is its
+    family's coefficients of the one update rule (``models.optim.family_coefficients``).
     """
 
     learning_rate: np.ndarray
@@ -232,16 +236,26 @@ class LaneHparams(NamedTuple):
     depth: np.ndarray
     width: np.ndarray
     activation: np.ndarray
-    optimizer: np.ndarray
+    norm: np.ndarray
     init: np.ndarray
     schedule: np.ndarray
     epochs: np.ndarray
     trial: np.ndarray
+    # the optimizer family's rule (models.optim.scale_by_family)
+    m_decay: np.ndarray
+    m_gain: np.ndarray
+    m_weight: np.ndarray
+    g_weight: np.ndarray
+    v_decay: np.ndarray
+    v_gain: np.ndarray
+    v_init: np.ndarray
+    eps_in: np.ndarray
+    eps_out: np.ndarray
+    bias_correction: np.ndarray
 
 
 INT_FIELDS = frozenset(
-    {"depth", "width", "activation", "optimizer", "init", "schedule", "epochs",
-     "trial"}
+    {"depth", "width", "activation", "norm", "init", "schedule", "epochs", "trial"}
 )
 # Every traced hyperparameter of the table is a lane array.
 assert set(NUMERIC_DEFAULTS) <= set(LaneHparams._fields), "LaneHparams lacks a traced hparam"
@@ -314,14 +328,13 @@ def signature_for(configs: list[TrialConfig], task: str, n_features: int, n_outp
     """The smallest Signature that serves every config in ``configs``.
 
     ``n_train`` is the padded fold size, the batch of full-batch (gd) lanes.
-    Raises ValueError when the configs cannot share a program (different norm or
-    batch size, or depth 0 mixed with hidden layers).
+    Raises ValueError when the configs cannot share a program (different batch size,
+    or depth 0 mixed with hidden layers).
     """
-    norms = {c.norm for c in configs}
     batches = {n_train if c.optimizer == "gd" else min(c.batch_size, n_train) for c in configs}
     linear = {c.depth == 0 for c in configs}
-    if len(norms) > 1 or len(batches) > 1 or len(linear) > 1:
-        raise ValueError("configs differ in norm, batch size or linear-vs-hidden; "
+    if len(batches) > 1 or len(linear) > 1:
+        raise ValueError("configs differ in batch size or linear-vs-hidden; "
                          "they need separate programs")
     return Signature(
         task=task,
@@ -330,9 +343,7 @@ def signature_for(configs: list[TrialConfig], task: str, n_features: int, n_outp
         depth=max(c.depth for c in configs),
         width=max(c.width for c in configs),
         activations=_ordered({c.activation for c in configs}, ACTIVATIONS),
-        norm=norms.pop(),
-        optimizers=_ordered({OPTIMIZER_FAMILY[c.optimizer] for c in configs},
-                            OPTIMIZER_FAMILIES),
+        norms=_ordered({c.norm for c in configs}, NORMS),
         inits=_ordered({c.init for c in configs}, INITS),
         schedules=_ordered({c.schedule for c in configs}, SCHEDULES),
         batch_size=batches.pop(),
@@ -355,7 +366,12 @@ def lane_hparams(configs: list[TrialConfig], sig: Signature) -> LaneHparams:
         cols["depth"].append(c.depth)
         cols["width"].append(c.width)
         cols["activation"].append(sig.activations.index(c.activation))
-        cols["optimizer"].append(sig.optimizers.index(OPTIMIZER_FAMILY[c.optimizer]))
+        cols["norm"].append(sig.norms.index(c.norm))
+        rule = family_coefficients(OPTIMIZER_FAMILY[c.optimizer], cols["momentum"][-1],
+                                   *(c.numeric_value(n) for n in ("beta1", "beta2", "rho",
+                                                                  "eps")))
+        for name, value in rule.items():
+            cols[name].append(value)
         cols["init"].append(sig.inits.index(c.init))
         cols["schedule"].append(sig.schedules.index(c.schedule))
         cols["epochs"].append(c.epochs)

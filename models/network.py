@@ -117,11 +117,11 @@ def init_params(sig: Signature, hp, key) -> dict:
         fan_in = jnp.float32(sig.n_features) if k == 0 else width
         w = _init_matrix(jax.random.fold_in(key, k), sig, hp, d_in, sig.width, fan_in, width)
         b = _init_bias(jax.random.fold_in(key, k), sig, hp, sig.width, fan_in, width)
-        if sig.norm == "batch":  # batch norm cancels a hidden bias: it stays 0 (forward)
-            b = jnp.zeros(sig.width)
-        b = b * unit_mask(sig, hp.width) * layer_active(k, hp.depth)
+        # batch norm cancels a hidden bias: it stays 0 (forward)
+        b = b * unit_mask(sig, hp.width) * layer_active(k, hp.depth) \
+            * (1.0 - _uses(sig, hp, "batch"))
         layer = {"w": w * masks["hidden"][k], "b": b}
-        if sig.norm != "none":
+        if any(n != "none" for n in sig.norms):
             layer["gamma"] = jnp.ones(sig.width)
             layer["beta"] = jnp.zeros(sig.width)
         if "prelu" in sig.activations:
@@ -139,7 +139,7 @@ def init_params(sig: Signature, hp, key) -> dict:
 
 
 def init_norm_state(sig: Signature) -> dict:
-    if sig.norm != "batch":
+    if "batch" not in sig.norms:
         return {}
     return {"mean": jnp.zeros((sig.depth, sig.width)), "var": jnp.ones((sig.depth, sig.width))}
 
@@ -245,6 +245,22 @@ def _layer_norm(z, units):
     return (z - mean) / jnp.sqrt(var + NORM_EPS)
 
 
+def _uses(sig: Signature, hp, norm: str):
+    """1.0 when the lane's normalisation is ``norm`` (0.0 when the program has none)."""
+    if norm not in sig.norms:
+        return jnp.float32(0.0)
+    return (hp.norm == sig.norms.index(norm)).astype(jnp.float32)
+
+
+def _lane_norm(sig: Signature, hp, normed: dict):
+    """The lane's normalised pre-activations among those the program computes."""
+    out = normed["none"]
+    for name, value in normed.items():
+        if name != "none":
+            out = jnp.where(hp.norm == sig.norms.index(name), value, out)
+    return out
+
+
 def forward(sig: Signature, params: dict, norm_state: dict, hp, x, row_w=None,
             *, train: bool = False, key=None):
     """Logits [B, n_outputs] for rows ``x`` [B, n_features] of one lane.
@@ -264,15 +280,17 @@ def forward(sig: Signature, params: dict, norm_state: dict, hp, x, row_w=None,
         # gradient is 0, and adding it would only feed rounding noise to adaptive
         # optimizers (adam normalises noise into full-size steps that shift the running
         # mean, so evaluation would depend on the batch a trial ran in). It stays 0.
-        if sig.norm != "batch":
-            z = z + layer["b"]
-        if sig.norm == "batch":
-            z, m, v = _batch_norm(z, row_w, norm_state["mean"][k], norm_state["var"][k], train)
+        z = z + layer["b"] * (1.0 - _uses(sig, hp, "batch"))
+        normed = {"none": z}
+        if "batch" in sig.norms:
+            normed["batch"], m, v = _batch_norm(z, row_w, norm_state["mean"][k],
+                                                norm_state["var"][k], train)
             means.append(m); vars_.append(v)
-        elif sig.norm == "layer":
-            z = _layer_norm(z, units)
-        if sig.norm != "none":
-            z = z * layer["gamma"] + layer["beta"]
+        if "layer" in sig.norms:
+            normed["layer"] = _layer_norm(z, units)
+        if len(normed) > 1:  # the lane's normalisation, then its scale and shift
+            z = _lane_norm(sig, hp, normed)
+            z = jnp.where(_uses(sig, hp, "none") > 0, z, z * layer["gamma"] + layer["beta"])
         a = activate(sig, z, hp, layer.get("alpha")) * units
         if train and sig.dropout:
             a = _dropout(jax.random.fold_in(key, k), a, hp.dropout)

@@ -75,7 +75,7 @@ class TrainState(NamedTuple):
 
     params: dict            # {"hidden": [...], "out": {...}}, see models.network
     norm_state: dict        # batch-norm running statistics ({} without batch norm)
-    opt_states: dict        # family name -> its optax state (one per family of the program)
+    opt_state: tuple        # the optax state of the lane's optimizer (models.optim)
     steps: jax.Array        # [P, F] float32: updates taken so far (schedules read it)
     diverged_at: jax.Array  # [P, F] int32: first epoch with a non-finite loss, -1 if none
 
@@ -101,9 +101,8 @@ def _lanes(fn, trial_axes, fold_axes):
 def _init_lane(sig: Signature, hp: LaneHparams, fold_id, seed) -> TrainState:
     key = lane_key(seed, hp.trial, fold_id)
     params = network.init_params(sig, hp, jax.random.fold_in(key, 0))
-    opt_states = dict(zip(sig.optimizers, optim.init_optimizer_state(
-        optim.make_optimizers(sig, hp), params)))
-    return TrainState(params, network.init_norm_state(sig), opt_states,
+    opt_state = optim.make_optimizer(sig, hp).init(params)
+    return TrainState(params, network.init_norm_state(sig), opt_state,
                       jnp.zeros((), jnp.float32), jnp.full((), -1, jnp.int32))
 
 
@@ -120,10 +119,8 @@ def _step_lane(sig: Signature, hp: LaneHparams, params, norm_state, opt_states, 
 
     (loss, new_ns), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, norm_state)
     lr = optim.learning_rate_at(sig, hp, step, steps_per_epoch, total_steps)
-    new_params, new_opt = optim.optimizer_step(
-        optim.make_optimizers(sig, hp), tuple(opt_states[f] for f in sig.optimizers),
-        grads, params, hp, lr)
-    new_opt = dict(zip(sig.optimizers, new_opt))
+    new_params, new_opt = optim.optimizer_step(optim.make_optimizer(sig, hp), opt_states,
+                                               grads, params, lr)
     return new_params, new_ns, new_opt, loss
 
 

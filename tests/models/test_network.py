@@ -44,7 +44,7 @@ def random_params(sig: Signature, hp, rng, scale=0.8) -> dict:
                  "b": rng.normal(scale=0.3, size=sig.width)}
         if "prelu" in sig.activations:
             layer["alpha"] = rng.uniform(0.1, 0.4, sig.width)
-        if sig.norm != "none":
+        if sig.norms != ("none",):
             layer["gamma"] = rng.uniform(0.6, 1.4, sig.width)
             layer["beta"] = rng.normal(scale=0.3, size=sig.width)
         hidden.append(layer)
@@ -65,9 +65,10 @@ _CHECKERS: dict = {}
 def _grad_problem(task: str, norm: str):
     """(sig, hp, params, norm_state, x, y, w) in float64; call under enable_x64."""
     sig = Signature(task=task, n_features=3, n_outputs=N_OUT[task], depth=2, width=5,
-                    activations=ACTIVATIONS, norm=norm, l1=True, l2=True)
+                    activations=ACTIVATIONS, norms=(norm,), l1=True, l2=True)
     # lane width 4 < bucket 5: the padded unit must get (and have) zero gradient
-    hp = lane(sig, jnp.float64, depth=2, width=4, l1=0.01, l2=0.05, leaky_slope=0.1)
+    hp = lane(sig, jnp.float64, depth=2, width=4, l1=0.01, l2=0.05, leaky_slope=0.1,
+              norm=norm)
     rng = np.random.default_rng(sum(map(ord, task + norm)))
     params = random_params(sig, hp, rng)
     n = 10
@@ -244,7 +245,7 @@ INIT_VARIANCE = {
     "glorot_uniform": lambda fan_in, fan_out, scale: 2.0 / (fan_in + fan_out),
 }
 INIT_SIG = Signature(task="regression", n_features=300, n_outputs=64, depth=3, width=512,
-                     activations=("prelu",), norm="layer", inits=INITS)
+                     activations=("prelu",), norms=("layer",), inits=INITS)
 INIT_WIDTH, INIT_DEPTH, INIT_SCALE = 400, 2, 0.05
 _init_jit = jax.jit(network.init_params, static_argnums=0)
 
@@ -291,10 +292,11 @@ def test_init_is_prefix_stable_across_width_buckets():
     """A lane's real weights do not depend on the bucket that pads it (wider, deeper,
     other init schemes beside its own): a trial gives the same results in any batch."""
     alone = Signature(task="regression", n_features=300, n_outputs=64, depth=2,
-                      width=INIT_WIDTH, activations=("prelu",), norm="layer",
+                      width=INIT_WIDTH, activations=("prelu",), norms=("layer",),
                       inits=("xavier_uniform",))
     key = jax.random.key(11)
-    params = dict(width=INIT_WIDTH, depth=2, init="xavier_uniform", activation="prelu")
+    params = dict(width=INIT_WIDTH, depth=2, init="xavier_uniform", activation="prelu",
+                  norm="layer")
     a = _init_jit(alone, lane(alone, **params), key)
     b = _init_jit(INIT_SIG, lane(INIT_SIG, **params), key)
     for la, lb in zip(a["hidden"], b["hidden"]):
@@ -351,7 +353,7 @@ def test_dropout_off_at_evaluation():
 
 # --------------------------------------------------------------------------- batch norm
 BN_SIG = Signature(task="regression", n_features=4, n_outputs=2, depth=1, width=6,
-                   activations=("tanh",), norm="batch")
+                   activations=("tanh",), norms=("batch",))
 
 
 def _bn_setup():
@@ -409,9 +411,9 @@ def test_layer_norm_ignores_padded_units():
     """A lane of width 3 gives the same logits in a width-3 and a width-8 program."""
     rng = np.random.default_rng(8)
     small = Signature(task="binary", n_features=4, n_outputs=1, depth=1, width=3,
-                      activations=("elu",), norm="layer")
+                      activations=("elu",), norms=("layer",))
     wide = Signature(task="binary", n_features=4, n_outputs=1, depth=1, width=8,
-                     activations=("elu",), norm="layer")
+                     activations=("elu",), norms=("layer",))
     x = jnp.asarray(rng.normal(size=(10, 4)), jnp.float32)
     pw = {"hidden": [{"w": rng.normal(size=(4, 8)), "b": rng.normal(size=8),
                       "gamma": rng.uniform(0.5, 2, 8), "beta": rng.normal(size=8)}],

@@ -108,7 +108,7 @@ def test_curves_do_not_depend_on_the_batch(alone, batch16):
     sig1, r1 = alone
     _, sig16, r16 = batch16
     assert r1.train_loss.shape == (1, 2, 4) and r16.train_loss.shape == (16, 2, 4)
-    assert len(sig16.optimizers) > 1 and len(sig16.activations) > 1 and len(sig1.activations) == 1
+    assert len(sig16.activations) > 1 and len(sig1.activations) == 1
     assert_curves_close(curves(r1, 0), curves(r16, PROBE_SLOT), rtol=1e-5)
     np.testing.assert_array_equal(r1.diverged_epoch[0], r16.diverged_epoch[PROBE_SLOT])
     for name in ("w", "gamma", "beta"):
@@ -250,3 +250,17 @@ def test_extra_padding_rows_change_nothing(batch16):
         lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6), a.params, b.params)
     # the running statistics did move away from their (0, 1) start
     assert np.abs(a.norm_state["mean"]).max() > 1e-2
+
+
+def test_norms_mixed_in_one_program_match_each_alone():
+    """Normalisation is a per-lane selector: a batch-norm, a layer-norm and a plain lane
+    in one program each train as they do alone (the shared program computes both norms
+    and selects; a batch-norm lane's bias stays exactly 0)."""
+    mixed = [TrialConfig.from_dict({**PROBE, "norm": norm, "dropout": 0.0}, trial=40 + i)
+             for i, norm in enumerate(("batch", "layer", "none"))]
+    sig, together = run(mixed)
+    assert sig.norms == ("none", "batch", "layer")
+    for i, config in enumerate(mixed):
+        _, alone = run([config])
+        assert_curves_close(curves(together, i), curves(alone, 0), rtol=1e-5, atol=1e-6)
+    assert np.all(together.params["hidden"][0]["b"][0] == 0)   # the batch-norm lane

@@ -1,9 +1,10 @@
 """Train a group of trials for a segment of epochs, as few compiled programs as pays off.
 
-Configs that must differ in program shape (normalisation, batch size, linear vs
-hidden) are split apart. Within such a partition, widths are padded to a bucket
-(unit masks) and depths to a maximum (pass-through layers); activations, optimizers,
-inits and schedules are per-lane selectors over the choices of the whole search space,
+Configs that must differ in program shape (batch size, linear vs hidden) are split
+apart. Within such a partition, widths are padded to a bucket
+(unit masks) and depths to a maximum (pass-through layers); activations, inits and
+schedules are per-lane selectors over the choices of the whole search space, and every
+optimizer is one rule with per-lane coefficients,
 so the program does not change from one batch to the next. The remaining choice -
 where to cut the partition into width/depth buckets - trades compile time against
 padded compute: ``plan_groups`` picks the cuts that minimise (estimated compile seconds
@@ -31,8 +32,8 @@ import numpy as np
 
 from models import FoldStack, ProgramCache, Signature, TrialConfig
 from models.hparams import (
-    ACTIVATIONS, CHOICE_DEFAULTS, INITS, OPTIMIZER_FAMILIES, OPTIMIZER_FAMILY, SCHEDULES,
-    canonical_init, lane_hparams, signature_for,
+    ACTIVATIONS, CHOICE_DEFAULTS, INITS, NORMS, SCHEDULES, canonical_init, lane_hparams,
+    signature_for,
 )
 from models.train import SEGMENT_EPOCHS, TrainState, blank_state, lane_state, resize_state
 
@@ -46,7 +47,7 @@ class Choices:
     """The categorical choices a whole sweep can ask for (selector sets of every program)."""
 
     activations: tuple[str, ...]
-    optimizers: tuple[str, ...]   # families
+    norms: tuple[str, ...]
     inits: tuple[str, ...]
     schedules: tuple[str, ...]
 
@@ -136,7 +137,7 @@ class Executor:
         return dataclasses.replace(
             base,
             activations=self.choices.activations,
-            optimizers=self.choices.optimizers,
+            norms=self.choices.norms,
             inits=self.choices.inits,
             schedules=self.choices.schedules,
             metrics=(self.metric,),
@@ -191,7 +192,7 @@ class Executor:
         partitions: dict[tuple, list[int]] = {}
         for i, c in enumerate(configs):
             batch = "full" if c.optimizer == "gd" else min(c.batch_size, self.folds.n_train)
-            partitions.setdefault((c.norm, batch, c.depth == 0), []).append(i)
+            partitions.setdefault((batch, c.depth == 0), []).append(i)
         groups = []
         for idx in partitions.values():
             # Sort by size so that a contiguous cut is a width/depth bucket; then an
@@ -333,13 +334,12 @@ def choices_for_space(categorical: dict[str, Sequence[str]], fixed: dict) -> Cho
         return (fixed.get(name, default),)
 
     acts = values("activation", CHOICE_DEFAULTS["activation"])
-    opts = values("optimizer", CHOICE_DEFAULTS["optimizer"])
+    norms = values("norm", CHOICE_DEFAULTS["norm"])
     inits = tuple(canonical_init(i) for i in values("init", CHOICE_DEFAULTS["init"]))
     scheds = values("schedule", CHOICE_DEFAULTS["schedule"])
-    families = {OPTIMIZER_FAMILY[o] for o in opts}
     return Choices(
         activations=tuple(a for a in ACTIVATIONS if a in acts),
-        optimizers=tuple(f for f in OPTIMIZER_FAMILIES if f in families),
+        norms=tuple(n for n in NORMS if n in norms),
         inits=tuple(i for i in INITS if i in inits),
         schedules=tuple(s for s in SCHEDULES if s in scheds),
     )
