@@ -46,3 +46,22 @@ def table(rows: list[tuple], header: tuple) -> str:
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths)),
                       *(fmt.format(*map(str, r)) for r in rows)])
+
+
+def run_measured(cmd: list[str], env: dict | None = None, cwd: str | None = None
+                 ) -> tuple[float, int, subprocess.CompletedProcess]:
+    """Run a command; (wall seconds, peak RSS in bytes of that process, its result).
+    The child is reaped with ``os.wait4``, whose rusage is the child's own."""
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd or ROOT, env={**os.environ, **(env or {})},
+                                stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        result = subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read())
+    return wall, usage.ru_maxrss * 1024, result

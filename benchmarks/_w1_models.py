@@ -40,7 +40,7 @@ def main(cache_dir: str) -> None:
         for i, (lr, l2, w) in enumerate(W1_GRID)
     ]
     ex = Executor(folds, "multiclass", 10, "accuracy",
-                  Choices(("relu",), ("none",), ("glorot_uniform",), ("constant",)), seed=0,
+                  Choices(("relu",), ("glorot_uniform",), ("constant",)), seed=0,
                   programs=programs)
     outcomes = ex.run(configs)
     best = max(o.value for o in outcomes if o.value is not None)

@@ -288,7 +288,11 @@ def forward(sig: Signature, params: dict, norm_state: dict, hp, x, row_w=None,
             means.append(m); vars_.append(v)
         if "layer" in sig.norms:
             normed["layer"] = _layer_norm(z, units)
-        if len(normed) > 1:  # the lane's normalisation, then its scale and shift
+        if sig.norms == ("none",):
+            pass
+        elif len(sig.norms) == 1:  # every lane normalises alike: no select
+            z = normed[sig.norms[0]] * layer["gamma"] + layer["beta"]
+        else:  # the lane's normalisation, then its scale and shift
             z = _lane_norm(sig, hp, normed)
             z = jnp.where(_uses(sig, hp, "none") > 0, z, z * layer["gamma"] + layer["beta"])
         a = activate(sig, z, hp, layer.get("alpha")) * units

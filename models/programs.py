@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from collections.abc import Callable, Sequence
 
 import jax
@@ -67,6 +68,29 @@ def program_key(sig: Signature, n_trials: int, folds: FoldStack, n_devices: int)
     shapes = tuple((tuple(np.shape(a)), str(jax.dtypes.canonicalize_dtype(a.dtype)))
                    for a in folds)
     return repr((sig, n_trials, shapes, n_devices, bool(jax.config.jax_enable_x64)))
+
+
+def available_bytes(device: jax.Device) -> int | None:
+    """Memory a device can still take: an accelerator's own count, a CPU device's the
+    machine's available physical memory (None when neither is known)."""
+    stats = None
+    try:
+        stats = device.memory_stats()
+    except Exception:  # noqa: BLE001 - backends without memory statistics
+        stats = None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def data_bytes(n_rows: int, n_features: int, n_targets: int, n_folds: int) -> int:
+    """Bytes a FoldStack of this size holds: the table once, two row indices and
+    weights per fold and row, the per-fold transforms."""
+    return 4 * (n_rows * (n_features + n_targets) + 2 * n_folds * n_rows
+                + 3 * n_folds * n_features + 2 * n_folds * n_targets)
 
 
 class ProgramCache:

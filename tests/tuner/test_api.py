@@ -96,3 +96,17 @@ def test_same_seed_same_results(method, tmp_path, monkeypatch, mlflow_template):
         seen.append([(t.number, t.state.name, t.params, t.value) for t in study.trials])
     assert len(seen[0]) == 4
     assert seen[0] == seen[1]
+
+
+def test_data_too_big_for_the_devices_is_bad_input(results_dir, monkeypatch):
+    """Refused before training, in one line naming the sizes; nothing written."""
+    from models import programs
+
+    from tuner.errors import DataError
+
+    monkeypatch.setattr(programs, "available_bytes", lambda device: 1000)
+    X, y = np.random.default_rng(0).normal(size=(200, 3)), np.arange(200) % 2
+    with pytest.raises(DataError, match=r"^data: 200 rows x 3 features need .* GiB on the "
+                                        r"devices .* available"):
+        tuner.tune(space={"learning_rate": [0.1]}, data=(X, y), method="grid")
+    assert not (results_dir / "mlruns" / "optuna.db").exists()

@@ -16,7 +16,7 @@ RNG = np.random.default_rng(0)
 X = RNG.normal(size=(400, 8)).astype(np.float32)
 Y = (X[:, 0] > 0).astype(np.int32)
 FOLDS = stack_folds([(X[:300], Y[:300], X[300:], Y[300:]), (X[100:], Y[100:], X[:100], Y[:100])])
-CHOICES = Choices(("relu",), ("none",), ("glorot_uniform",), ("constant",))
+CHOICES = Choices(("relu",), ("glorot_uniform",), ("constant",))
 
 
 class OneDevice(ProgramCache):
@@ -67,9 +67,9 @@ def test_a_stored_program_costs_a_load_not_a_compile():
     assert widths_of(plan, cfgs) == [[16], [256]]
 
 
-def test_batch_size_splits_and_norm_does_not():
+def test_batch_size_and_norm_always_split():
     cfgs = (configs([32] * 2) + configs([32] * 2, batch_size=64)
             + configs([32] * 2, norm="layer"))
     groups = executor(compile_estimate_s=1e6).plan_groups(cfgs)
-    # a lane's norm is a selector in its program; its batch size shapes the program
-    assert sorted(map(sorted, groups)) == [[0, 1, 4, 5], [2, 3]]
+    # batch size shapes a program; norm could be a selector but is cheaper apart
+    assert sorted(map(sorted, groups)) == [[0, 1], [2, 3], [4, 5]]

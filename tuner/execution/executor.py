@@ -1,7 +1,7 @@
 """Train a group of trials for a segment of epochs, as few compiled programs as pays off.
 
-Configs that must differ in program shape (batch size, linear vs hidden) are split
-apart. Within such a partition, widths are padded to a bucket
+Configs that must differ in program shape (batch size, linear vs hidden) or that are
+cheaper apart (normalisation) are split. Within such a partition, widths are padded to a bucket
 (unit masks) and depths to a maximum (pass-through layers); activations, inits and
 schedules are per-lane selectors over the choices of the whole search space, and every
 optimizer is one rule with per-lane coefficients,
@@ -32,7 +32,7 @@ import numpy as np
 
 from models import FoldStack, ProgramCache, Signature, TrialConfig
 from models.hparams import (
-    ACTIVATIONS, CHOICE_DEFAULTS, INITS, NORMS, SCHEDULES, canonical_init, lane_hparams,
+    ACTIVATIONS, CHOICE_DEFAULTS, INITS, SCHEDULES, canonical_init, lane_hparams,
     signature_for,
 )
 from models.train import SEGMENT_EPOCHS, TrainState, blank_state, lane_state, resize_state
@@ -47,7 +47,6 @@ class Choices:
     """The categorical choices a whole sweep can ask for (selector sets of every program)."""
 
     activations: tuple[str, ...]
-    norms: tuple[str, ...]
     inits: tuple[str, ...]
     schedules: tuple[str, ...]
 
@@ -137,7 +136,6 @@ class Executor:
         return dataclasses.replace(
             base,
             activations=self.choices.activations,
-            norms=self.choices.norms,
             inits=self.choices.inits,
             schedules=self.choices.schedules,
             metrics=(self.metric,),
@@ -192,7 +190,9 @@ class Executor:
         partitions: dict[tuple, list[int]] = {}
         for i, c in enumerate(configs):
             batch = "full" if c.optimizer == "gd" else min(c.batch_size, self.folds.n_train)
-            partitions.setdefault((batch, c.depth == 0), []).append(i)
+            # Normalisation could be a per-lane selector, but computing batch and layer
+            # norm for every lane cost 19-39% on digits programs: a program per norm.
+            partitions.setdefault((c.norm, batch, c.depth == 0), []).append(i)
         groups = []
         for idx in partitions.values():
             # Sort by size so that a contiguous cut is a width/depth bucket; then an
@@ -334,12 +334,10 @@ def choices_for_space(categorical: dict[str, Sequence[str]], fixed: dict) -> Cho
         return (fixed.get(name, default),)
 
     acts = values("activation", CHOICE_DEFAULTS["activation"])
-    norms = values("norm", CHOICE_DEFAULTS["norm"])
     inits = tuple(canonical_init(i) for i in values("init", CHOICE_DEFAULTS["init"]))
     scheds = values("schedule", CHOICE_DEFAULTS["schedule"])
     return Choices(
         activations=tuple(a for a in ACTIVATIONS if a in acts),
-        norms=tuple(n for n in NORMS if n in norms),
         inits=tuple(i for i in INITS if i in inits),
         schedules=tuple(s for s in SCHEDULES if s in scheds),
     )

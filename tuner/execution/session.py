@@ -8,6 +8,7 @@ import uuid
 from models import ProgramCache
 from tuner import stores
 from tuner.execution.sweep import Sweep
+from tuner.errors import DataError
 from tuner.inputs.data import Dataset, load_data
 from tuner.inputs.spec import SweepSpec
 from tuner.runtime import program_cache, quiet_libraries
@@ -20,10 +21,12 @@ def open_sweep(spec: SweepSpec, dataset: Dataset, *, storage: str | None = None,
 
     Without ``storage``/``tracking_uri`` the embedded stores under ``./mlruns`` are used
     (created here)."""
+    programs = _process_setup()
+    check_memory(dataset, spec.cv.folds, programs)  # before any store is created
     storage_url, tracking, artifacts = resolve_stores(storage, tracking_uri)
     return Sweep(spec, dataset, storage_url=storage_url, tracking_uri=tracking,
                  artifact_location=artifacts, study_name=study_name or spec.name,
-                 batch=batch, programs=_process_setup())
+                 batch=batch, programs=programs)
 
 
 def join_sweep(study_name: str, storage: str, *, tracking_uri: str | None = None,
@@ -34,11 +37,40 @@ def join_sweep(study_name: str, storage: str, *, tracking_uri: str | None = None
     quiet_libraries()
     spec = stored_spec(load_study(open_storage(storage), study_name))
     dataset = load_data(spec.data)
+    programs = _process_setup()
+    check_memory(dataset, spec.cv.folds, programs)
     _, tracking, artifacts = resolve_stores(storage, tracking_uri)
     return Sweep(spec, dataset, storage_url=storage, tracking_uri=tracking,
                  artifact_location=artifacts, study_name=study_name, batch=batch,
                  worker=worker if worker is not None else uuid.uuid4().int % 100_000,
-                 allow_create=False, programs=_process_setup())
+                 allow_create=False, programs=programs)
+
+
+# The data goes to every device the trial axis is split over (CPU devices each hold a
+# copy); training needs room beside it for programs and their working memory.
+MEMORY_HEADROOM = 1.5
+
+
+def check_memory(dataset: Dataset, folds: int, programs: ProgramCache) -> None:
+    """DataError (exit 2, nothing written) when the data cannot fit the devices."""
+    from models.programs import available_bytes, data_bytes
+
+    targets = 1 if dataset.y.ndim == 1 else dataset.y.shape[1]
+    needed = data_bytes(dataset.n_samples, dataset.n_features, targets, folds)
+    copies = len(programs.devices)
+    available = available_bytes(programs.devices[0])
+    if available is None:
+        return
+    if needed * copies * MEMORY_HEADROOM > available:
+        raise DataError(
+            f"data: {dataset.n_samples} rows x {dataset.n_features} features need "
+            f"{_gib(needed * copies * MEMORY_HEADROOM)} on the devices ({copies} "
+            f"copies of {_gib(needed)}, with working room), {_gib(available)} available; "
+            "use fewer rows or features, or TUNER_CPU_DEVICES=1 for one copy")
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
 
 
 def resolve_stores(storage: str | None, tracking_uri: str | None
