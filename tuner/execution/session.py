@@ -16,17 +16,22 @@ from tuner.runtime import program_cache, quiet_libraries
 
 def open_sweep(spec: SweepSpec, dataset: Dataset, *, storage: str | None = None,
                tracking_uri: str | None = None, study_name: str | None = None,
-               batch: int | None = None) -> Sweep:
+               batch: int | None = None, track: bool = True, splits=None) -> Sweep:
     """A sweep over ``spec`` and ``dataset`` that creates its study or continues it.
 
     Without ``storage``/``tracking_uri`` the embedded stores under ``./mlruns`` are used
-    (created here)."""
+    (created here). ``track=False`` turns MLflow off; ``storage="memory"`` keeps the
+    study in memory; ``splits`` replace the spec's folds."""
     programs = _process_setup()
-    check_memory(dataset, spec.cv.folds, programs)  # before any store is created
-    storage_url, tracking, artifacts = resolve_stores(storage, tracking_uri)
+    check_memory(dataset, len(splits) if splits is not None else spec.cv.folds, programs)
+    if storage is not None and not track:
+        storage_url, tracking, artifacts = storage, None, None  # nothing under mlruns/
+    else:
+        storage_url, tracking, artifacts = resolve_stores(storage, tracking_uri)
+        tracking = tracking if track else None
     return Sweep(spec, dataset, storage_url=storage_url, tracking_uri=tracking,
                  artifact_location=artifacts, study_name=study_name or spec.name,
-                 batch=batch, programs=programs)
+                 batch=batch, programs=programs, splits=splits)
 
 
 def join_sweep(study_name: str, storage: str, *, tracking_uri: str | None = None,

@@ -36,6 +36,7 @@ from tuner.search.samplers import make_sampler
 from tuner.search.study import ATTR_REFIT_EPOCHS, ATTR_RUN_ID, ATTR_TARGET
 from tuner.summary import model, plots
 from tuner.tracking import SweepTracker, TrackingStats, TrialRecord
+from tuner.tracking.null import NullTracker
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -85,10 +86,10 @@ class Sweep:
     """
 
     def __init__(self, spec: SweepSpec, dataset: Dataset, *, storage_url: str,
-                 tracking_uri: str, study_name: str | None = None,
+                 tracking_uri: str | None, study_name: str | None = None,
                  artifact_location: str | None = None, worker: int = 0,
                  batch: int | None = None, allow_create: bool = True,
-                 programs: ProgramCache | None = None):
+                 programs: ProgramCache | None = None, splits=None):
         self.spec = spec.with_task(dataset.task) if spec.task is None else spec
         self.dataset = dataset
         self.study_name = study_name or spec.name
@@ -100,13 +101,16 @@ class Sweep:
         self.study = self.lifecycle.open(storage_url, self.study_name, self.spec,
                                          dataset.fingerprint(), make_sampler(self.spec, worker),
                                          make_pruner(self.spec), create=allow_create)
-        self.tracker = SweepTracker(tracking_uri, self.study_name, self.spec.metric,
-                                    artifact_location=artifact_location)
+        # tracking_uri None: tracking off (the scikit-learn API's default)
+        self.tracker = NullTracker(self.spec.metric) if tracking_uri is None else \
+            SweepTracker(tracking_uri, self.study_name, self.spec.metric,
+                         artifact_location=artifact_location)
         if n_trials := len(self.lifecycle.trials()):  # a continuation
             self.study.sampler = make_sampler(self.spec, worker, offset=n_trials)
         self.distributions = space.distributions(self.spec)
-        folds, _ = make_folds(dataset, self.spec.cv.folds, self.spec.cv.stratified,
-                              self.spec.cv.shuffle, self.spec.cv.seed)
+        # splits: (train_idx, val_idx) per fold given by the caller (a scikit-learn cv)
+        folds, self.splits = make_folds(dataset, self.spec.cv.folds, self.spec.cv.stratified,
+                                        self.spec.cv.shuffle, self.spec.cv.seed, splits=splits)
         self.executor = Executor(folds, dataset.task, dataset.n_outputs, self.spec.metric,
                                  space_choices(self.spec), seed=self.spec.search.seed,
                                  programs=programs, batch=self.batch)
@@ -245,7 +249,8 @@ class Sweep:
         run_ids = self.tracker.begin_trials(list(zip([t.number for t in frozen], params,
                                                      retry_of)))
         for t, f, p, r in zip(asked, frozen, params, retry_of):
-            t.set_user_attr(ATTR_RUN_ID, run_ids[t.number])
+            if run_ids[t.number]:
+                t.set_user_attr(ATTR_RUN_ID, run_ids[t.number])
             self.pool.append(LiveTrial(t, self.config_for(f), p, run_ids[t.number], r))
 
     def _run_segment(self, members: list[LiveTrial], start: int, stop: int) -> None:

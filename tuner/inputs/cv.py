@@ -58,12 +58,17 @@ def splitter(dataset: Dataset, folds: int = 5, stratified: bool = True,
 
 
 def make_folds(dataset: Dataset, folds: int = 5, stratified: bool = True,
-               shuffle: bool = True, seed: int = 0) -> tuple[FoldStack, list[Split]]:
+               shuffle: bool = True, seed: int = 0, splits: list[Split] | None = None
+               ) -> tuple[FoldStack, list[Split]]:
     """K folds over the one table (``FoldStack``) and the (train_idx, val_idx) list.
 
     Each fold's scaler (and regression target mean/std) is fit on its training rows
-    only; the table itself is not copied per fold."""
-    splits = splitter(dataset, folds, stratified, shuffle, seed)
+    only; the table itself is not copied per fold. ``splits`` given (a caller's own
+    cross-validation) replace the spec's K folds."""
+    if splits is None:
+        splits = splitter(dataset, folds, stratified, shuffle, seed)
+    else:
+        splits = [(np.asarray(tr), np.asarray(va)) for tr, va in splits]
     shifts, scales, y_shifts, y_scales = [], [], [], []
     for tr, _ in splits:
         scaler = _fit_scaler(dataset.X, tr)

@@ -328,8 +328,30 @@ class SharedLifecycle(TrialLifecycle):
         return [t for t in asked if live.index(t.number) >= target]
 
 
+class InMemoryLifecycle(SingleProcessLifecycle):
+    """Optuna's in-memory storage: one process, nothing left from an earlier one, no
+    heartbeats to record."""
+
+    def heartbeat(self) -> "_NoHeartbeat":
+        return _NoHeartbeat()
+
+    def recover_orphans(self) -> None:
+        return None
+
+
+class _NoHeartbeat:
+    def watch(self, trials) -> None:  # noqa: ARG002
+        return None
+
+    def stop(self) -> None:
+        return None
+
+
 def lifecycle_for(storage_url: str, close_lost_run: CloseLostRun) -> TrialLifecycle:
-    """The lifecycle rules of a storage: single-process for sqlite, shared otherwise."""
+    """The lifecycle rules of a storage: single-process for sqlite (and memory), shared
+    otherwise."""
+    if studies.is_memory(storage_url):
+        return InMemoryLifecycle(close_lost_run)
     cls = SingleProcessLifecycle if studies.is_sqlite(storage_url) else SharedLifecycle
     return cls(close_lost_run)
 

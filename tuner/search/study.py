@@ -49,12 +49,21 @@ def normalise_url(url: str) -> str:
     return url
 
 
+# A study kept in this process's memory only (scikit-learn's MLPSearchCV by default).
+MEMORY_STORAGE = "memory"
+
+
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite:")
 
 
-def open_storage(url: str, on_stale=None) -> RDBStorage:
+def is_memory(url: str) -> bool:
+    return url == MEMORY_STORAGE
+
+
+def open_storage(url: str, on_stale=None) -> RDBStorage | optuna.storages.InMemoryStorage:
     """RDB storage with heartbeats; ``on_stale(study, trial)`` runs for stale trials.
+    ``"memory"`` is Optuna's in-memory storage (one process, nothing kept).
 
     Workers that open a fresh database at the same moment race to create Optuna's tables
     (PostgreSQL: duplicate key in pg_type, relation already exists, version row already
@@ -62,6 +71,8 @@ def open_storage(url: str, on_stale=None) -> RDBStorage:
     """
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
+    if is_memory(url):
+        return optuna.storages.InMemoryStorage()
     attempts = 1 if is_sqlite(url) else 3
     for attempt in range(attempts):
         try:
