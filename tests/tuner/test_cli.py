@@ -133,7 +133,8 @@ def test_run_grid_parent_run_artifacts_and_model(grid_run, tmp_path):
 
     import mlflow
 
-    X, _ = load_iris(return_X_y=True)
+    # The signature names the data's own columns: the rows as scikit-learn gives them.
+    X = load_iris(as_frame=True).data
     with tracking_uri(mlflow_uri(work)):
         model = mlflow.pyfunc.load_model(f"runs:/{parent.info.run_id}/model")
         pred = np.asarray(model.predict(X.astype(np.float32)))
@@ -236,13 +237,12 @@ def _bad_case(case: str, tmp: Path) -> tuple[dict, tuple[str, ...]]:
     if case == "metric_task":
         spec["metric"] = "r2"
         return spec, ("metric", "r2", "multiclass")
-    if case == "csv_nan_feature":
-        spec["data"] = _csv(tmp, "petal,sepal,label\n" + _rows(30).replace("0.3,", ",", 1))
-        return spec, ("petal", "NaN")
-    if case == "csv_text_column":
-        spec["data"] = _csv(tmp, "petal,sepal,color,label\n"
-                            + _rows(30, extra=lambda i: ",red" if i % 3 else ",blue"))
-        return spec, ("color", "categorical")
+    if case == "csv_inf_feature":
+        spec["data"] = _csv(tmp, "petal,sepal,label\n" + _rows(30).replace("0.3,", "inf,", 1))
+        return spec, ("petal", "infinite")
+    if case == "csv_unknown_feature":
+        spec["data"] = {**_csv(tmp, "petal,sepal,label\n" + _rows(30)), "drop": ["colour"]}
+        return spec, ("data.drop", "colour")
     if case == "class_smaller_than_folds":
         spec["data"] = _csv(tmp, "petal,sepal,label\n"
                             + _rows(30, label=lambda i: "c" if i < 2 else "ab"[i % 2]))
@@ -254,8 +254,8 @@ def _bad_case(case: str, tmp: Path) -> tuple[dict, tuple[str, ...]]:
 
 
 BAD_CASES = ["unknown_hparam", "low_gt_high", "log_touches_zero", "nan_bound", "empty_list",
-             "optimizer_typo", "grid_continuous", "metric_task", "csv_nan_feature",
-             "csv_text_column", "class_smaller_than_folds", "single_class"]
+             "optimizer_typo", "grid_continuous", "metric_task", "csv_inf_feature",
+             "csv_unknown_feature", "class_smaller_than_folds", "single_class"]
 
 
 @pytest.mark.parametrize("command", ["validate", "run"])
@@ -278,7 +278,7 @@ def test_bad_input_exit_2_one_line_nothing_created(case, command, tmp_path, monk
 
 
 @pytest.mark.parametrize("command, case", [("run", "unknown_hparam"),
-                                           ("validate", "csv_text_column")])
+                                           ("validate", "csv_unknown_feature")])
 def test_bad_input_in_a_real_process(command, case, tmp_path, e2e_env):
     spec, needles = _bad_case(case, tmp_path)
     (tmp_path / "specs").mkdir(exist_ok=True)

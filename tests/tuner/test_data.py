@@ -64,13 +64,14 @@ def test_csv_one_hot_categorical(tmp_path):
     write_csv(tmp_path, "city,age,size,y\nParis,30,S,0\nOslo,40,M,1\nParis,50,L,1\nRome,20,S,0\n")
     ds = load_data({"source": "csv:d.csv", "target": "y", "categorical": ["city", "size"]},
                    base_dir=tmp_path)
-    assert ds.feature_names == ("city=Oslo", "city=Paris", "city=Rome", "age",
-                                "size=L", "size=M", "size=S")
+    # numeric columns first, then one-hot columns (scikit-learn's names), levels sorted
+    assert ds.feature_names == ("age", "city_Oslo", "city_Paris", "city_Rome",
+                                "size_L", "size_M", "size_S")
     np.testing.assert_array_equal(ds.X, [
-        [0, 1, 0, 30, 0, 0, 1],
-        [1, 0, 0, 40, 0, 1, 0],
-        [0, 1, 0, 50, 1, 0, 0],
-        [0, 0, 1, 20, 0, 0, 1],
+        [30, 0, 1, 0, 0, 0, 1],
+        [40, 1, 0, 0, 0, 1, 0],
+        [50, 0, 1, 0, 1, 0, 0],
+        [20, 0, 0, 1, 0, 0, 1],
     ])
     assert ds.task == "binary" and ds.n_outputs == 1
 
@@ -82,7 +83,7 @@ def test_csv_one_hot_is_deterministic_in_row_order(tmp_path):
                     base_dir=tmp_path)
     two = load_data({"source": "csv:two.csv", "target": "y", "categorical": ["c"]},
                     base_dir=tmp_path)
-    assert one.feature_names == two.feature_names == ("c=a", "c=b", "c=c")
+    assert one.feature_names == two.feature_names == ("c_a", "c_b", "c_c")
 
 
 def test_npz_source(tmp_path):
@@ -139,9 +140,9 @@ X4 = np.arange(8.0).reshape(4, 2)
 
 # (case id, callable raising DataError, regex)
 REJECTIONS = [
-    ("nan feature", lambda: from_arrays(np.array([[1.0, np.nan], [2, np.inf], [3, 1], [4, 1]]),
+    ("inf feature", lambda: from_arrays(np.array([[1.0, np.nan], [2, np.inf], [3, 1], [4, 1]]),
                                         [0, 1, 0, 1], feature_names=["a", "age"]),
-     r"^feature 'age' has 2 NaN/inf values$"),
+     r"^data: feature 'age' has 1 infinite values$"),
     ("nan target", lambda: from_arrays(X4, [0.1, np.nan, 0.2, 0.3]), r"^target has 1 NaN/inf values$"),
     ("none in string target", lambda: from_arrays(X4, np.array(["a", None, "b", "a"], dtype=object)),
      r"^target has 1 missing values$"),
@@ -181,16 +182,20 @@ def test_rejections(make, pattern):
 CSV_REJECTIONS = [
     ("missing target column", "a,b\n1,2\n3,4\n", {"target": "lable"},
      r"^data\.target: column 'lable' not in .*d\.csv"),
-    ("string feature not categorical", "city,y\nParis,0\nOslo,1\n", {"target": "y"},
-     r"^feature 'city' is not numeric \(e\.g\. 'Paris'\); list it under data\.categorical"),
     ("missing categorical column", "a,y\n1,0\n2,1\n", {"target": "y", "categorical": ["b"]},
      r"^data\.categorical: column 'b' not in"),
-    ("nan feature", "age,y\n1,0\n,1\n3,0\n", {"target": "y"}, r"^feature 'age' has 1 NaN/inf values$"),
-    ("nan target", "a,y\n1,0\n2,\n3,1\n", {"target": "y"}, r"^target 'y' has 1 missing values$"),
-    ("nan categorical", "c,y\na,0\n,1\nb,0\n", {"target": "y", "categorical": ["c"]},
-     r"^categorical feature 'c' has 1 missing values$"),
+    ("inf feature", "age,y\n1,0\ninf,1\n3,0\n", {"target": "y"},
+     r"^data: column 'age' has 1 infinite values$"),
+    ("nan target", "a,y\n1,0\n2,\n3,1\n", {"target": "y"},
+     r"^data\.target: column 'y' has 1 missing values; drop those rows first$"),
+    ("all missing", "a,b,y\n1,,0\n2,,1\n", {"target": "y"},
+     r"^data: column 'b' has no values"),
+    ("missing: error", "a,y\n1,0\n,1\n3,0\n", {"target": "y", "missing": "error"},
+     r"^data: column 'a' has 1 missing values \(data\.missing: error"),
+    ("missing features column", "a,y\n1,0\n2,1\n", {"target": "y", "features": ["b"]},
+     r"^data\.features: column 'b' not in"),
     ("empty file", "", {"target": "y"}, r"^data\.source: cannot read csv file"),
-    ("header only", "a,y\n", {"target": "y"}, r"^the data has no rows$"),
+    ("header only", "a,y\n", {"target": "y"}, r"^data\.source: csv file .* has no rows$"),
 ]
 
 

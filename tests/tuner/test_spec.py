@@ -134,14 +134,14 @@ BAD_SPECS = [
      r"^space\.dropout\.high: required$"),
     ("bad range type", spec_with(space={"dropout": {"low": 0.0, "high": 0.5, "type": "double"}}),
      r"^space\.dropout\.type: .*got 'double'$"),
-    ("bad source", spec_with(data={"source": "parquet:x.pq"}),
-     r"^data\.source: expected sklearn:<.*got 'parquet:x\.pq'$"),
+    ("bad source", spec_with(data={"source": "feather:x.ft"}),
+     r"^data\.source: expected sklearn:<.*got 'feather:x\.ft'$"),
     ("sklearn typo", spec_with(data={"source": "sklearn:irsi"}),
      r"^data\.source: unknown sklearn data set 'irsi'; did you mean 'iris'\?$"),
     ("csv without target", spec_with(data={"source": "csv:x.csv"}),
      r"^data\.target: a csv source needs target: COLUMN$"),
     ("target for sklearn", spec_with(data={"source": "sklearn:iris", "target": "y"}),
-     r"^data\.target: only a csv source takes a target column"),
+     r"^data\.target: only a csv or parquet source takes a target column"),
     ("task typo", spec_with(data={"source": "npz:x.npz", "task": "multiclas"}),
      r"^data\.task: unknown task 'multiclas'; did you mean 'multiclass'\?$"),
     ("task contradicts sklearn", spec_with(data={"source": "sklearn:iris", "task": "binary"}),
@@ -330,7 +330,7 @@ def test_load_spec_missing_file(tmp_path):
 def test_parse_data_spec_prefixes_errors():
     with pytest.raises(SpecError, match=r"^data\.source: required$"):
         parse_data_spec({})
-    with pytest.raises(SpecError, match=r"^data\.categorical: only a csv source"):
+    with pytest.raises(SpecError, match=r"^data\.categorical: only a csv or parquet source"):
         parse_data_spec({"source": "sklearn:iris", "categorical": ["a"]})
 
 

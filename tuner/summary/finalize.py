@@ -7,7 +7,6 @@ import dataclasses
 import logging
 from collections.abc import Callable
 
-import numpy as np
 import optuna
 import pandas as pd
 
@@ -94,7 +93,7 @@ def finish(outcome, *, tracker: SweepTracker, dataset: Dataset, spec: SweepSpec,
             best_model = refit_job.result()  # a wait for training, not tracking
         if best_model is not None:
             with tracker.timing():
-                log_best_model(best_model, np.asarray(dataset.X))
+                log_best_model(best_model, dataset)
 
     status = "KILLED" if outcome.interrupted else "FINISHED"
     training = outcome.stats.training

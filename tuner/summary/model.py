@@ -1,14 +1,21 @@
-"""The best configuration refit on all the data, as a scikit-learn-like estimator and
-as an MLflow pyfunc model."""
+"""The best configuration refit on all the data: a model that takes the rows the user
+has (a table's own columns, text, missing cells; or plain arrays) and answers in the
+user's labels, as an estimator (``BestModel``) and as an MLflow pyfunc model.
+
+The model is the whole pipeline: the table's encoder, scikit-learn's SimpleImputer and
+StandardScaler fit on all rows (the numbers the refit trained with), then the network.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Any
 
 import mlflow
 import numpy as np
 import pandas as pd
+from sklearn.pipeline import Pipeline
 
 from models import ProgramCache, TrainedModel, TrialConfig, lane_hparams, signature_for
 from tuner.inputs.cv import make_full_fit
@@ -16,19 +23,35 @@ from tuner.inputs.data import Dataset
 
 log = logging.getLogger(__name__)
 
+PREDICT_METHODS = ("predict", "predict_proba")
+
 
 @dataclasses.dataclass
 class BestModel:
-    """``predict`` returns original labels (classification) or values (regression)."""
+    """``predict`` returns original labels (classification) or values (regression);
+    ``predict_proba`` class probabilities [n, C] (binary [n, 2], multilabel [n, k]).
+
+    preprocess: raw rows (a DataFrame with the table's columns, or an array [n, d])
+    -> the network's inputs [n, d'] (a scikit-learn Pipeline).
+    """
 
     model: TrainedModel
+    preprocess: Pipeline
     task: str
     classes: np.ndarray | None
     feature_names: tuple[str, ...]
     params: dict
+    columns: tuple[str, ...] | None = None   # a table's raw columns, in order
+
+    def inputs(self, X) -> np.ndarray:
+        if self.columns is not None:
+            X = _table_rows(X, self.columns)
+        elif isinstance(X, pd.DataFrame):
+            X = X.to_numpy(dtype=np.float64, na_value=np.nan)
+        return np.asarray(self.preprocess.transform(X), np.float32)
 
     def predict(self, X) -> np.ndarray:
-        out = self.model.predict(_as_array(X))
+        out = self.model.predict(self.inputs(X))
         if self.task in ("binary", "multiclass") and self.classes is not None:
             return np.asarray(self.classes)[out]
         return out
@@ -36,13 +59,15 @@ class BestModel:
     def predict_proba(self, X) -> np.ndarray:
         if self.task == "regression":
             raise AttributeError("predict_proba is only defined for classification")
-        return self.model.predict_proba(_as_array(X))
+        return self.model.predict_proba(self.inputs(X))
 
 
-def _as_array(X) -> np.ndarray:
-    if isinstance(X, pd.DataFrame):
-        X = X.to_numpy()
-    return np.asarray(X, np.float32)
+def _table_rows(X, columns: tuple[str, ...]) -> pd.DataFrame:
+    """Rows as a DataFrame with the table's columns (extra ones ignored, absent ones
+    missing, any order), so that a model serves what the table held."""
+    if not isinstance(X, pd.DataFrame):
+        X = pd.DataFrame(np.asarray(X, dtype=object), columns=list(columns))
+    return X.reindex(columns=list(columns))
 
 
 def refit(dataset: Dataset, params: dict, seed: int, trial: int, *,
@@ -60,22 +85,34 @@ def refit(dataset: Dataset, params: dict, seed: int, trial: int, *,
     if int(np.asarray(result.diverged_epoch)[0, 0]) >= 0:
         log.warning("the refit of the best configuration diverged; no model is logged")
         return None
-    trained = TrainedModel.from_fit(sig, result, hp, 0, 0, full.scaler.mean_,
-                                    full.scaler.scale_, full.y_shift, full.y_scale)
-    return BestModel(trained, dataset.task, dataset.classes, tuple(dataset.feature_names),
-                     dict(params))
+    d = dataset.n_features
+    # The pipeline imputes and scales; the network sees its inputs as trained.
+    trained = TrainedModel.from_fit(sig, result, hp, 0, 0, np.zeros(d), np.ones(d),
+                                    full.y_shift, full.y_scale)
+    steps = [("impute", full.imputer), ("scale", full.scaler)]
+    if dataset.encoding is not None:
+        steps.insert(0, ("encode", dataset.encoding.encoder))
+    columns = tuple(dataset.frame.columns) if dataset.frame is not None else None
+    return BestModel(trained, Pipeline(steps), dataset.task, dataset.classes,
+                     tuple(dataset.feature_names), dict(params), columns)
 
 
 class TunedModelPyfunc(mlflow.pyfunc.PythonModel):
-    """MLflow wrapper: ``mlflow.pyfunc.load_model(uri).predict(X)`` gives ``predict``."""
+    """MLflow wrapper: ``mlflow.pyfunc.load_model(uri).predict(rows)`` gives the labels;
+    ``predict(rows, params={"predict_method": "predict_proba"})`` the probabilities."""
 
     def __init__(self, best: BestModel):
         self.best = best
 
-    # The DataFrame hint is one MLflow accepts without schema inference from the hint
-    # (the input example gives the signature); numpy arrays are converted by pyfunc.
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:  # noqa: ARG002
-        return self.best.predict(model_input)
+    # The DataFrame hint is one MLflow accepts without inferring a schema from it (the
+    # signature is given explicitly); numpy arrays are converted by pyfunc.
+    def predict(self, context, model_input: pd.DataFrame,  # noqa: ARG002
+                params: dict[str, Any] | None = None) -> np.ndarray:
+        method = (params or {}).get("predict_method", "predict")
+        if method not in PREDICT_METHODS:
+            raise ValueError(f"predict_method must be one of {PREDICT_METHODS}, "
+                             f"got {method!r}")
+        return getattr(self.best, method)(model_input)
 
 
 def prepare_model_logging() -> None:
@@ -90,21 +127,55 @@ def prepare_model_logging() -> None:
     requirements_utils._init_modules_to_packages_map()
 
 
-def log_best_model(best: BestModel, X_example: np.ndarray) -> None:
-    """Log ``best`` as an MLflow model named "model" in the active run."""
-    # An unnamed float32 tensor signature: predict takes a plain [n, d] array (or a
-    # DataFrame with the columns in training order). Given explicitly, with explicit
-    # requirements: inferring either makes MLflow run the model (a fresh compile) or
-    # import it in a subprocess, seconds each.
-    example = np.asarray(X_example[:5], np.float32)
-    output = (np.zeros(5, np.float32) if best.task == "regression"
-              else np.asarray(best.classes if best.classes is not None else [0] * 5)[:1]
-              .repeat(5))
+def model_signature(best: BestModel, example: pd.DataFrame):
+    """A column signature naming the inputs with their types (a table's columns are
+    optional: the model imputes what is missing; plain arrays' are required), the
+    output, and the ``predict_method`` param."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+
+    inputs = []
+    for name in example.columns:
+        col = example[name]
+        if pd.api.types.is_bool_dtype(col):
+            kind = "boolean"
+        elif pd.api.types.is_integer_dtype(col):
+            kind = "long"
+        elif pd.api.types.is_float_dtype(col):
+            kind = "double"
+        elif pd.api.types.is_datetime64_any_dtype(col):
+            kind = "datetime"
+        else:
+            kind = "string"
+        inputs.append(ColSpec(kind, str(name), required=best.columns is None))
+    if best.task == "regression":
+        outputs = Schema([TensorSpec(np.dtype(np.float32), (-1,))])
+    else:
+        outputs = None
+    params = ParamSchema([ParamSpec("predict_method", "string", "predict")])
+    return ModelSignature(inputs=Schema(inputs), outputs=outputs, params=params)
+
+
+def input_example(best: BestModel, dataset: Dataset, rows: int = 5) -> pd.DataFrame:
+    """The first rows as the user gives them (a table's columns, or named features)."""
+    if dataset.frame is not None:
+        return dataset.frame.head(rows).reset_index(drop=True)
+    return pd.DataFrame(np.asarray(dataset.X[:rows], np.float64),
+                        columns=list(best.feature_names))
+
+
+def log_best_model(best: BestModel, dataset: Dataset,
+                   registered_model_name: str | None = None) -> None:
+    """Log ``best`` as the MLflow model "model" of the active run (and register it under
+    ``registered_model_name`` in the Model Registry when given)."""
+    example = input_example(best, dataset)
     mlflow.pyfunc.log_model(
         name="model",
         python_model=TunedModelPyfunc(best),
-        signature=mlflow.models.infer_signature(example, output),
+        signature=model_signature(best, example),
+        input_example=example,
         pip_requirements=_requirements(),
+        registered_model_name=registered_model_name,
     )
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 from collections.abc import Mapping
 from typing import Any, Literal, Union
 
@@ -16,86 +15,14 @@ from pydantic import (
     StrictBool, StrictInt, ValidationError, ValidationInfo, field_validator, model_validator,
 )
 
-from models import hparams as hp
 from tuner.inputs.spec.base import SpecModel
+from tuner.inputs.spec.data import DataSpec  # noqa: F401 - a section, re-exported
 from tuner.inputs.spec.fidelity import EarlyStoppingSpec, PrunerSpec
 from tuner.inputs.spec.messages import FieldError, first_error, show, suggest
 from tuner.inputs.spec.values import (
-    ARRAYS_SOURCE, CATEGORICAL_HPARAMS, INT_HPARAMS, METHODS, SKLEARN_SOURCES, check_value,
+    CATEGORICAL_HPARAMS, INT_HPARAMS, METHODS, check_value,
     is_number,
 )
-
-
-class DataSpec(SpecModel):
-    """Where the data comes from. File paths are stored absolute."""
-
-    source: str
-    task: str | None = None
-    target: str | None = None
-    categorical: tuple[str, ...] = ()
-
-    @field_validator("source")
-    @classmethod
-    def _source(cls, v: str, info: ValidationInfo) -> str:
-        kind, sep, rest = v.partition(":")
-        if v == ARRAYS_SOURCE:
-            return v
-        if not sep or kind not in ("sklearn", "csv", "npz"):
-            raise ValueError(
-                f"expected sklearn:<{'|'.join(SKLEARN_SOURCES)}>, csv:PATH or npz:PATH, "
-                f"got {v!r}")
-        if kind == "sklearn":
-            if rest not in SKLEARN_SOURCES:
-                raise ValueError(f"unknown sklearn data set {rest!r}"
-                                 f"{suggest(rest, SKLEARN_SOURCES)}")
-            return v
-        if not rest.strip():
-            raise ValueError(f"{kind}: needs a file path, got {v!r}")
-        base = (info.context or {}).get("base_dir")
-        path = os.path.expanduser(rest.strip())
-        if not os.path.isabs(path):
-            path = os.path.join(os.fspath(base) if base is not None else os.getcwd(), path)
-        return f"{kind}:{os.path.normpath(path)}"
-
-    @field_validator("task")
-    @classmethod
-    def _task(cls, v: str | None) -> str | None:
-        if v is not None and v not in hp.TASKS:
-            raise ValueError(f"unknown task {v!r}{suggest(v, hp.TASKS)}")
-        return v
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "DataSpec":
-        kind, _, rest = self.source.partition(":")
-        if kind == "csv" and self.target is None:
-            raise FieldError(("target",), "a csv source needs target: COLUMN")
-        if kind != "csv" and self.target is not None:
-            raise FieldError(("target",), f"only a csv source takes a target column, "
-                                           f"got {self.target!r} for {self.source!r}")
-        if kind != "csv" and self.categorical:
-            raise FieldError(("categorical",), f"only a csv source takes categorical "
-                                                f"columns, got {list(self.categorical)}")
-        if self.target is not None and self.target in self.categorical:
-            raise FieldError(("categorical",),
-                              f"the target {self.target!r} cannot be a categorical feature")
-        if kind == "sklearn" and self.task is not None and self.task != SKLEARN_SOURCES[rest]:
-            raise FieldError(("task",), f"{self.source} is a {SKLEARN_SOURCES[rest]} data "
-                                         f"set, got task {self.task!r}")
-        return self
-
-    @property
-    def known_task(self) -> str | None:
-        """The task if the spec alone tells it (given, or a built-in data set)."""
-        if self.task is not None:
-            return self.task
-        kind, _, rest = self.source.partition(":")
-        return SKLEARN_SOURCES.get(rest) if kind == "sklearn" else None
-
-    @property
-    def path(self) -> str | None:
-        """The absolute file path of a csv/npz source, else None."""
-        kind, _, rest = self.source.partition(":")
-        return rest if kind in ("csv", "npz") else None
 
 
 class CVSpec(SpecModel):
