@@ -15,7 +15,8 @@ def tune(
     spec: str | os.PathLike | Mapping | SweepSpec | None = None,
     *,
     space: Mapping[str, Any] | None = None,
-    data: tuple[Any, Any] | None = None,
+    data: Any = None,
+    target: str | None = None,
     task: str | None = None,
     method: str | None = None,
     trials: int | None = None,
@@ -28,15 +29,19 @@ def tune(
     storage: str | None = None,
     tracking_uri: str | None = None,
     refit: bool = True,
+    register: str | None = None,
 ) -> TuneResult:
     """Run (or continue) a sweep and return its result.
 
     Either a spec (a YAML path, a mapping in the YAML schema, or a SweepSpec), or
-    ``space=`` with ``data=(X, y)`` (and optionally task, method, metric, folds, fixed).
-    Keyword arguments override the spec's search settings. Results go to the
-    embedded stores under ``./mlruns`` unless ``storage``/``tracking_uri`` are given.
+    ``space=`` with ``data=(X, y)`` or ``data=frame, target="column"`` (a pandas
+    DataFrame: text, date and ID columns and missing cells as a CSV's; and optionally
+    task, method, metric, folds, fixed). Keyword arguments override the spec's search
+    settings. Results go to the embedded stores under ``./mlruns`` unless
+    ``storage``/``tracking_uri`` are given; ``register`` registers the refit model.
     """
-    sweep_spec, dataset = resolve_inputs(spec, space=space, data=data, task=task,
+    sweep_spec, dataset = resolve_inputs(spec, space=space, data=data, target=target,
+                                         task=task,
                                          method=method, seed=seed, metric=metric,
                                          folds=folds, fixed=fixed, name=name, batch=batch,
                                          trials=trials)
@@ -45,7 +50,7 @@ def tune(
     sweep = open_sweep(sweep_spec, dataset, storage=storage, tracking_uri=tracking_uri,
                        study_name=name or sweep_spec.name, batch=batch)
     outcome = sweep.run(trials)
-    result = sweep.finish(outcome, refit=refit)
+    result = sweep.finish(outcome, refit=refit, register=register)
     if outcome.interrupted:
         raise KeyboardInterrupt
     return result

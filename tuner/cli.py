@@ -58,7 +58,9 @@ def console_main() -> None:
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print the error (a table's several problems: one line each) and exit ``code``."""
+    for line in str(message).splitlines() or [""]:
+        console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -104,8 +106,10 @@ def _progress_bar():
     )
 
 
-def _run_sweep(sweep, trials, refit: bool):
-    process.resume_gc()  # the libraries are imported: the sweep's own objects need it
+def _run_sweep(sweep, trials, refit: bool, register: Optional[str] = None):
+    process.resume_gc()
+    for notice in sweep.dataset.notices:
+        console.print(notice, highlight=False, soft_wrap=True)  # the libraries are imported: the sweep's own objects need it
 
     with _progress_bar() as bar:
         task = bar.add_task(sweep.study_name, total=None, best="-", pruned="")
@@ -118,8 +122,10 @@ def _run_sweep(sweep, trials, refit: bool):
         with _stop_on_first_ctrl_c() as stop:
             outcome = sweep.run(trials, progress=on_progress, stop=stop)
         outcome.interrupted = outcome.interrupted or stop.is_set()
-    result = sweep.finish(outcome, refit=refit)
+    result = sweep.finish(outcome, refit=refit, register=register)
     _print_best(result.study, result.metric)
+    if result.size_curve is not None:
+        out.print(f"learning curve: {result.size_curve.reading()}", highlight=False)
     training, tracking = result.stats.training, result.stats.tracking
     out.print(f"time: training {training.train_seconds:.1f}s, compiling "
               f"{training.compile_seconds:.1f}s ({training.programs_compiled} programs, "
@@ -232,6 +238,8 @@ def run(
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI"),
     study: Optional[str] = typer.Option(None, help="study name (default: the spec's name)"),
     refit: bool = typer.Option(True, help="refit the best configuration on all data"),
+    register: Optional[str] = typer.Option(
+        None, help="register the refit model under this name in MLflow's Model Registry"),
 ) -> None:
     """Run, or continue, the sweep described by SPACE."""
     spec, dataset = _load_inputs(space, method, trials, batch, seed)
@@ -239,7 +247,7 @@ def run(
 
     sweep = open_sweep(spec, dataset, storage=storage, tracking_uri=tracking_uri,
                        study_name=study, batch=batch)
-    _run_sweep(sweep, trials, refit)
+    _run_sweep(sweep, trials, refit, register)
 
 
 @app.command()

@@ -136,7 +136,7 @@ class Sweep:
         target = self._target(trials)
         self.lifecycle.recover_orphans()
         self.tracker.start_sweep(self.spec.to_yaml(), self._sweep_params(target),
-                                 {"study": self.study_name}, run_name=None)
+                                 {"study": self.study_name}, run_name=self._run_name())
         heartbeat = self.lifecycle.heartbeat()
         # Work needed only by the sweep's summary is done while the first batch trains:
         # the plots' libraries; IPython, which MLflow imports to detect a notebook when
@@ -184,13 +184,16 @@ class Sweep:
         self._report(progress, counted, target, started)
         return SweepOutcome(self.study, self.records, self.stats, interrupted)
 
-    def finish(self, outcome: SweepOutcome, *, refit: bool = True):
-        """Summarise into the parent run and refit the best configuration: the sweep's
-        ``TuneResult`` (``tuner.summary.finalize``)."""
+    def finish(self, outcome: SweepOutcome, *, refit: bool = True,
+               register: str | None = None):
+        """Summarise into the parent run and refit the best configuration (registered as
+        ``register`` in MLflow's Model Registry when given): the sweep's ``TuneResult``
+        (``tuner.summary.finalize``)."""
         from tuner.summary.finalize import finish
 
         return finish(outcome, tracker=self.tracker, dataset=self.dataset, spec=self.spec,
-                      params_of=self.params_of, programs=self.executor.programs, refit=refit)
+                      params_of=self.params_of, programs=self.executor.programs, refit=refit,
+                      splits=self.splits, register=register)
 
     def _drop_over_budget(self, asked: list[optuna.Trial], target: int) -> list[optuna.Trial]:
         """Trials asked beyond the budget (workers asking at once) are closed as over
@@ -211,6 +214,10 @@ class Sweep:
         target = space.target_trials(self.spec, trials)
         self.study.set_user_attr(ATTR_TARGET, target)
         return target
+
+    def _run_name(self) -> str:
+        """The parent run's name in MLflow's runs table: which sweep, which invocation."""
+        return f"{self.study_name} {time.strftime('%Y-%m-%d %H:%M:%S')}"
 
     def _sweep_params(self, target: int) -> dict:
         s = self.spec

@@ -9,9 +9,9 @@ from tuner.inputs.data import Dataset, check_folds, from_arrays, load_data
 from tuner.inputs.spec import ARRAYS_SOURCE, SweepSpec, load_spec, parse_spec
 
 
-def resolve_inputs(spec=None, *, space=None, data=None, task=None, method=None, seed=None,
-                   metric=None, folds=None, fixed=None, name=None, batch=None, trials=None
-                   ) -> tuple[SweepSpec, Dataset]:
+def resolve_inputs(spec=None, *, space=None, data=None, target=None, task=None, method=None,
+                   seed=None, metric=None, folds=None, fixed=None, name=None, batch=None,
+                   trials=None) -> tuple[SweepSpec, Dataset]:
     """The validated spec (overrides applied, task resolved) and its dataset.
 
     ``spec`` is a YAML path, a mapping in the YAML schema or a SweepSpec; without one,
@@ -29,11 +29,19 @@ def resolve_inputs(spec=None, *, space=None, data=None, task=None, method=None, 
         base = loaded.to_dict()
     else:
         if space is None or data is None:
-            raise TypeError("tune() needs a spec, or space= and data=(X, y)")
+            raise TypeError("tune() needs a spec, or space= and data=(X, y) or "
+                            "data=frame, target=COLUMN")
         base = {"name": name or "tune", "data": {"source": ARRAYS_SOURCE}, "space": dict(space)}
     base = _override(base, task, method, seed, metric, folds, fixed, name, batch, trials)
     sweep_spec = parse_spec(base)
-    if data is not None:
+    if data is not None and target is not None:  # a DataFrame holding its target
+        from tuner.inputs.spec import DataSpec
+        from tuner.inputs.tables.load import from_frame
+
+        table = {**sweep_spec.data.model_dump(exclude_none=True), "source": "arrays",
+                 "target": target}
+        dataset = from_frame(data, DataSpec(**table), where="the DataFrame")
+    elif data is not None:
         X, y = data
         dataset = from_arrays(X, y, task=task or sweep_spec.task)
     else:

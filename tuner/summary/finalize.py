@@ -16,6 +16,7 @@ from tuner.inputs.spec import SweepSpec
 from tuner.search.lifecycle import key_trial
 from tuner.search.study import ATTR_REFIT_EPOCHS, ATTR_RUN_ID
 from tuner.summary.model import BestModel, log_best_model
+from tuner.summary.size_curve import size_curve
 from tuner.summary.model import refit as refit_model
 from tuner.tracking import SweepTracker, TrialRecord
 
@@ -37,6 +38,7 @@ class TuneResult:
     tracking_uri: str
     stats: object = None
     interrupted: bool = False
+    size_curve: object = None   # tuner.summary.size_curve.SizeCurve, or None
 
     @property
     def best_trial(self) -> optuna.trial.FrozenTrial:
@@ -69,20 +71,26 @@ def best_trial_or_none(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
 
 def finish(outcome, *, tracker: SweepTracker, dataset: Dataset, spec: SweepSpec,
            params_of: Callable[[optuna.trial.FrozenTrial], dict], programs: ProgramCache,
-           refit: bool = True) -> TuneResult:
-    """Summarise ``outcome`` (a ``SweepOutcome``) into the parent run and refit the best
-    configuration on all of ``dataset``."""
+           refit: bool = True, splits=None, register: str | None = None) -> TuneResult:
+    """Summarise ``outcome`` (a ``SweepOutcome``) into the parent run, refit the best
+    configuration on all of ``dataset`` (registered as ``register`` when given) and draw
+    its learning curve against training-set size over ``splits``."""
     study = outcome.study
     best = best_trial_or_none(study)
     best_record: TrialRecord | None = None
+    curve = None
     refit_job: concurrent.futures.Future | None = None
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="refit")
     if best is not None:
+        epochs = best.user_attrs.get(ATTR_REFIT_EPOCHS)
         if refit and not outcome.interrupted:
             # The refit (compile + train, outside the GIL) overlaps the summary and plots.
             refit_job = pool.submit(refit_model, dataset, params_of(best), spec.search.seed,
-                                    key_trial(best), programs=programs,
-                                    epochs=best.user_attrs.get(ATTR_REFIT_EPOCHS))
+                                    key_trial(best), programs=programs, epochs=epochs)
+        if splits is not None and spec.learning_curve is not False \
+                and not outcome.interrupted:
+            curve = size_curve(dataset, splits, params_of(best), spec.search.seed,
+                               key_trial(best), spec.metric, programs, epochs)
         best_record = outcome.records.get(best.number) or tracker.load_record(
             best.user_attrs.get(ATTR_RUN_ID), best.number)
     best_model: BestModel | None = None
@@ -93,7 +101,7 @@ def finish(outcome, *, tracker: SweepTracker, dataset: Dataset, spec: SweepSpec,
             best_model = refit_job.result()  # a wait for training, not tracking
         if best_model is not None:
             with tracker.timing():
-                log_best_model(best_model, dataset)
+                log_best_model(best_model, dataset, registered_model_name=register)
 
     status = "KILLED" if outcome.interrupted else "FINISHED"
     training = outcome.stats.training
@@ -101,13 +109,13 @@ def finish(outcome, *, tracker: SweepTracker, dataset: Dataset, spec: SweepSpec,
                "trial_epochs_unpruned": outcome.stats.epochs_unpruned}
     try:
         tracker.finish_sweep(trials_dataframe(study), best_record, study, status=status,
-                             model_logger=model_logger, metrics=metrics)
+                             model_logger=model_logger, metrics=metrics, size_curve=curve)
     finally:
         pool.shutdown(wait=True)
     if best_model is None and refit_job is not None:
         best_model = refit_job.result()
     return TuneResult(study, spec.metric, best_model, tracker.experiment_id,
                       tracker.parent_run_id, tracker.tracking_uri, outcome.stats,
-                      outcome.interrupted)
+                      outcome.interrupted, curve)
 
 

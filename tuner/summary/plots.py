@@ -155,3 +155,24 @@ def save_learning_curves(curves: dict[str, np.ndarray], metric: str, path: Path,
         return f"the trial has no curves among {sorted(known)}"
     learning_curves_figure(curves, metric, title).savefig(path, format="png", dpi=100)
     return None
+
+
+def save_size_curve(curve, path: Path) -> str | None:
+    """The learning curve against training-set size: training and validation score
+    (fold mean, with the spread of the folds) by training rows. None, or why skipped."""
+    if len(curve.fractions) < 2:
+        return "fewer than two training-set sizes"
+    fig = _figure(figsize=(6.4, 4.2))
+    ax = fig.add_subplot()
+    for scores, label in ((curve.train, "training"), (curve.val, "validation")):
+        mean, std = scores.mean(axis=1), scores.std(axis=1)
+        ax.plot(curve.rows, mean, marker="o", label=label)
+        ax.fill_between(curve.rows, mean - std, mean + std, alpha=0.2)
+    ax.set_xlabel("training rows per fold")
+    ax.set_ylabel(curve.metric)
+    ax.set_title("learning curve: score against training-set size")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=100)
+    return None

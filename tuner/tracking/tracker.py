@@ -303,7 +303,7 @@ class SweepTracker:
     def finish_sweep(self, trials_df: "pd.DataFrame | None", best: TrialRecord | None,
                      study: "optuna.Study | None", status: str = "FINISHED",
                      model_logger: Callable[[str], None] | None = None,
-                     metrics: dict[str, float] | None = None) -> None:
+                     metrics: dict[str, float] | None = None, size_curve=None) -> None:
         """Close the parent run: ``best_<metric>``, ``trials.csv``, ``plots/*.png``, the
         model (``model_logger(parent_run_id)``, called inside the parent run's fluent
         context), then status. A plot that cannot be drawn is skipped with a warning; an
@@ -320,6 +320,10 @@ class SweepTracker:
             tags: dict[str, str] = {}
             stamp = int(time.time() * 1000)
             entries = [Metric(k, float(v), stamp, 0) for k, v in (metrics or {}).items()]
+            if size_curve is not None:  # step = percent of each fold's training rows
+                entries += [Metric(k, float(v), stamp, step)
+                            for k, points in size_curve.metrics().items()
+                            for step, v in points if finite(v)]
             if best is not None:
                 tags["best_trial_number"] = str(best.number)
                 if best.number in self.trial_run_ids:
@@ -331,7 +335,7 @@ class SweepTracker:
                 d = Path(tmp)
                 if trials_df is not None:
                     trials_df.to_csv(d / "trials.csv", index=False)
-                self._draw_plots(d / "plots", best, study)
+                self._draw_plots(d / "plots", best, study, size_curve)
                 self.client.log_artifacts(run_id, str(d))
             if model_logger is not None:
                 # Its own writes count through ``timing``; a wait for the refit does not.
@@ -344,9 +348,12 @@ class SweepTracker:
             self.stats.seconds += time.perf_counter() - start
 
     def _draw_plots(self, out: Path, best: TrialRecord | None,
-                    study: "optuna.Study | None") -> None:
+                    study: "optuna.Study | None", size_curve=None) -> None:
         out.mkdir()
         jobs: list[tuple[str, Callable[[Path], str | None]]] = []
+        if size_curve is not None:
+            jobs.append(("learning_curve_size.png",
+                         lambda path: plots.save_size_curve(size_curve, path)))
         if study is not None:
             jobs.append(("optimization_history.png",
                          lambda path: plots.save_optimization_history(study, path)))

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import yaml
-from pydantic import field_validator, model_validator
+from pydantic import StrictBool, field_validator, model_validator
 
 from models import hparams as hp
 from tuner.errors import SpecError
@@ -52,6 +52,8 @@ class SweepSpec(SpecModel):
     metric: str | None = None
     fixed: dict[str, Any] = {}
     space: dict[str, SpaceEntry] = {}
+    # The best configuration's learning curve against training-set size (None: on).
+    learning_curve: StrictBool | None = None
 
     @field_validator("name")
     @classmethod

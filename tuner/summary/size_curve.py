@@ -1,0 +1,105 @@
+"""The best configuration's learning curve against training-set size: the classic
+diagnosis of over- and underfitting, beside the per-epoch curves.
+
+Each fold's training rows are cut to nested subsets (10%, 20%, 40%, 70% and 100%, one
+seeded order per fold), and every (fold, fraction) pair is one fold of a single
+program: one lane, fractions x folds folds, its preprocessing fit on its own subset. The
+validation score is that of the fold's validation rows at the epoch that gives the
+trial's value; the training score is the same model's on its own training subset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import numpy as np
+
+from models import ProgramCache, TrainedModel, TrialConfig, lane_hparams, signature_for
+from models.folds import fold_stack
+from models.metrics import GREATER_IS_BETTER, compute_metrics
+from tuner.inputs.cv import fit_preprocessing, target_scaling
+from tuner.inputs.data import Dataset
+
+FRACTIONS = (0.1, 0.2, 0.4, 0.7, 1.0)
+
+
+@dataclasses.dataclass
+class SizeCurve:
+    """Scores [fractions, folds] of the training subsets and the validation rows."""
+
+    metric: str
+    fractions: tuple[float, ...]
+    rows: np.ndarray        # [fractions] mean training rows
+    train: np.ndarray       # [fractions, folds]
+    val: np.ndarray         # [fractions, folds]
+
+    def reading(self) -> str:
+        """One line saying what the curve means."""
+        sign = 1.0 if GREATER_IS_BETTER[self.metric] else -1.0
+        val, train = self.val.mean(axis=1), self.train.mean(axis=1)
+        spread = float(self.val[-1].std())
+        rising = sign * (val[-1] - val[-2]) > max(spread, 1e-3 * max(1.0, abs(val[-1])))
+        gap = sign * (train[-1] - val[-1])
+        if rising:
+            return (f"validation {self.metric} still rising at 100% of the training rows "
+                    f"({val[-2]:.4g} at 70%, {val[-1]:.4g} at 100%): more data would help")
+        if gap > 0.1 * max(abs(val[-1]), 1e-9) and gap > 2 * spread:
+            return (f"training {self.metric} {train[-1]:.4g} well above validation "
+                    f"{val[-1]:.4g}: the model overfits; more regularisation would help "
+                    "more than more data")
+        return (f"validation {self.metric} flat from 70% to 100% of the training rows "
+                f"({val[-2]:.4g}, {val[-1]:.4g}): more data is unlikely to help much")
+
+    def metrics(self) -> dict[str, list[tuple[int, float]]]:
+        """MLflow metrics (step = percent of the training rows)."""
+        steps = [int(round(100 * f)) for f in self.fractions]
+        out = {}
+        for part, scores in (("train", self.train), ("val", self.val)):
+            out[f"size_{part}_{self.metric}"] = list(zip(steps, scores.mean(axis=1).tolist()))
+            out[f"size_{part}_{self.metric}_std"] = list(zip(steps, scores.std(axis=1).tolist()))
+        return out
+
+
+def size_curve(dataset: Dataset, splits: list, params: dict, seed: int, trial: int,
+               metric: str, programs: ProgramCache, epochs: int | None = None,
+               fractions: tuple[float, ...] = FRACTIONS) -> SizeCurve:
+    """Train ``params`` on growing parts of each fold's training rows (module doc)."""
+    rng = np.random.default_rng(seed)
+    subsets, vals = [], []
+    for tr, va in splits:
+        order = rng.permutation(np.asarray(tr))
+        for fraction in fractions:
+            subsets.append(np.sort(order[:max(2, math.ceil(fraction * len(order)))]))
+            vals.append(np.asarray(va))
+    pairs = list(zip(subsets, vals))
+    fits = [fit_preprocessing(dataset, tr) for tr in subsets]
+    targets = [target_scaling(dataset, tr) for tr in subsets]
+    stack = fold_stack(
+        dataset.X, dataset.y, pairs,
+        x_fill=np.stack([f.imputer.statistics_ for f in fits]),
+        x_shift=np.stack([f.scaler.mean_ for f in fits]),
+        x_inv_scale=np.stack([f.inv_scale for f in fits]),
+        y_shift=np.stack([t[0] for t in targets]), y_scale=np.stack([t[1] for t in targets]),
+        train_weights=None if dataset.class_weight is None else [f.weights for f in fits])
+    config = TrialConfig.from_dict(params, seed=seed, trial=trial)
+    sig = dataclasses.replace(signature_for([config], dataset.task, dataset.n_features,
+                                            dataset.n_outputs, stack.n_train),
+                              metrics=(metric,))
+    hp = lane_hparams([config], sig)
+    result = programs.fit(sig, hp, stack, seed, until=epochs)
+    n_frac, n_folds = len(fractions), len(splits)
+    val = np.asarray(result.val_metrics[metric])[0, :, -1].reshape(n_folds, n_frac).T
+    train = np.zeros_like(val)
+    for k, rows in enumerate(subsets):
+        model = TrainedModel.from_fit(sig, result, hp, 0, k, np.zeros(sig.n_features),
+                                      np.ones(sig.n_features), targets[k][0], targets[k][1])
+        logits = model.logits(stack.fold_x(k)[: len(rows)])
+        y = stack.fold_y(k, standardise=True)[: len(rows)]
+        scores = compute_metrics(sig.task, logits, y, np.ones(len(rows), np.float32),
+                                 targets[k][0], targets[k][1])
+        train[k % n_frac, k // n_frac] = float(jax.device_get(scores[metric]))
+    rows = np.array([[len(subsets[f * n_frac + i]) for f in range(n_folds)]
+                     for i in range(n_frac)]).mean(axis=1)
+    return SizeCurve(metric, tuple(fractions), rows, train, val)
