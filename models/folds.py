@@ -106,28 +106,28 @@ def fold_stack(x: np.ndarray, y: np.ndarray,
                x_fill: np.ndarray | None = None, x_shift: np.ndarray | None = None,
                x_inv_scale: np.ndarray | None = None, y_shift: np.ndarray | None = None,
                y_scale: np.ndarray | None = None,
-               row_weight: np.ndarray | None = None,
+               train_weights: Sequence[np.ndarray] | None = None,
                n_train: int | None = None, n_val: int | None = None) -> FoldStack:
     """Folds over one table: ``splits`` are (train_idx, val_idx) per fold; the
-    transforms are [F, d] / [F, k] (defaults: nothing filled, identity); ``row_weight``
-    [N] weighs real rows (class weights; default 1). ``n_train``/``n_val`` force a
-    padded length (at least the largest fold)."""
+    transforms are [F, d] / [F, k] (defaults: nothing filled, identity);
+    ``train_weights`` [F] x [n_f] weigh each fold's training rows (class weights, in the
+    order of its indices; default 1; validation rows weigh 1). ``n_train``/``n_val``
+    force a padded length (at least the largest fold)."""
     x = np.ascontiguousarray(x, np.float32)
     y = _target_array(y)
     n_folds, d = len(splits), x.shape[1]
     k = y.shape[1] if y.ndim == 2 else 1
     n_train = n_train or max(len(tr) for tr, _ in splits)
     n_val = n_val or max(len(va) for _, va in splits)
-    weight = np.ones(len(x), np.float32) if row_weight is None else \
-        np.asarray(row_weight, np.float32)
-
-    def part(indices: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
+    def part(indices: list[np.ndarray], n: int, weights) -> tuple[np.ndarray, np.ndarray]:
         idx = np.stack([pad_rows(np.asarray(i, np.int32), n) for i in indices])
-        w = np.stack([pad_rows(weight[np.asarray(i, np.int64)], n) for i in indices])
+        w = np.stack([pad_rows(np.ones(len(i), np.float32) if weights is None else
+                               np.asarray(weights[f], np.float32), n)
+                      for f, i in enumerate(indices)])
         return idx, w
 
-    train_idx, w_train = part([tr for tr, _ in splits], n_train)
-    val_idx, w_val = part([va for _, va in splits], n_val)
+    train_idx, w_train = part([tr for tr, _ in splits], n_train, train_weights)
+    val_idx, w_val = part([va for _, va in splits], n_val, None)
 
     def per_fold(a: np.ndarray | None, width: int, value: float) -> np.ndarray:
         if a is None:
