@@ -1,17 +1,16 @@
 """The ``tuner`` command line: run, validate, show, worker, ui.
 
-Exit codes: 0 done, 2 bad input, 1 internal error, 130 interrupted (state kept).
+Exit codes: 0 done, 2 bad input, 1 internal error (or every trial failed), 130/143/129
+stopped by SIGINT/SIGTERM/SIGHUP (state kept, nothing RUNNING, resumable).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Optional
 
@@ -40,9 +39,9 @@ def main() -> None:
     (raises SystemExit)."""
     try:
         app()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         console.print("interrupted")
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(getattr(exc, "exit_code", EXIT_INTERRUPTED))
 
 
 def console_main() -> None:
@@ -76,10 +75,10 @@ def _guard(fn):
             raise
         except InputError as exc:
             raise _fail(str(exc), EXIT_BAD_INPUT) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             console.print("interrupted: finished trials are kept; run the same command "
                           "to resume")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+            raise typer.Exit(getattr(exc, "exit_code", EXIT_INTERRUPTED)) from None
         except Exception as exc:  # noqa: BLE001
             if os.environ.get("TUNER_DEBUG"):
                 raise
@@ -107,9 +106,9 @@ def _progress_bar():
 
 
 def _run_sweep(sweep, trials, refit: bool, register: Optional[str] = None):
-    process.resume_gc()
+    process.resume_gc()  # the libraries are imported: the sweep's own objects need it
     for notice in sweep.dataset.notices:
-        console.print(notice, highlight=False, soft_wrap=True)  # the libraries are imported: the sweep's own objects need it
+        console.print(notice, highlight=False, soft_wrap=True)
 
     with _progress_bar() as bar:
         task = bar.add_task(sweep.study_name, total=None, best="-", pruned="")
@@ -119,10 +118,11 @@ def _run_sweep(sweep, trials, refit: bool, register: Optional[str] = None):
             pruned = f"pruned {p.pruned}" if p.pruned else ""
             bar.update(task, completed=p.done, total=p.total, best=best, pruned=pruned)
 
-        with _stop_on_first_ctrl_c() as stop:
-            outcome = sweep.run(trials, progress=on_progress, stop=stop)
-        outcome.interrupted = outcome.interrupted or stop.is_set()
-    result = sweep.finish(outcome, refit=refit, register=register)
+        with process.StopSignals(announce=_announce_stop) as signals:
+            outcome = sweep.run(trials, progress=on_progress, stop=signals.stop)
+            outcome.interrupted = outcome.interrupted or signals.stop.is_set()
+            # The summary closes the parent run; a second signal still stops it at once.
+            result = sweep.finish(outcome, refit=refit, register=register)
     _print_best(result.study, result.metric)
     if result.size_curve is not None:
         out.print(f"learning curve: {result.size_curve.reading()}", highlight=False)
@@ -133,8 +133,29 @@ def _run_sweep(sweep, trials, refit: bool, register: Optional[str] = None):
     _write_stats(result)
     _print_ui_hint(result)
     if outcome.interrupted:
-        raise KeyboardInterrupt
+        raise process.Interrupted(signals.signum or signal.SIGINT)
+    _fail_if_nothing_ran(result)
     return result
+
+
+def _announce_stop(signum: int) -> None:
+    name = signal.Signals(signum).name
+    console.print(f"{name}: stopping after the work in flight (a second signal stops now)",
+                  highlight=False)
+
+
+def _fail_if_nothing_ran(result) -> None:
+    """Every trial failed, and not because its training diverged (a real result): that
+    is the tool's failure, exit 1 with the first reason, not a quiet exit 0."""
+    from optuna.trial import TrialState
+
+    trials = [t for t in result.study.trials if "lost" not in t.user_attrs]
+    if not trials or any(t.state != TrialState.FAIL for t in trials):
+        return
+    reasons = [t.user_attrs.get("fail_reason", "") for t in trials]
+    if any(r.startswith("diverged") for r in reasons):
+        return
+    raise _fail(f"every trial failed: {reasons[0] or 'no reason recorded'}", EXIT_INTERNAL)
 
 
 def _write_stats(result) -> None:
@@ -162,30 +183,6 @@ def _write_stats(result) -> None:
             "segments": training.segments,
             "pruned": sum(t.state.name == "PRUNED" for t in result.study.trials),
         }, fh)
-
-
-@contextlib.contextmanager
-def _stop_on_first_ctrl_c():
-    """The first Ctrl-C lets the trials in flight finish and stops the sweep; a second one
-    stops at once. (A KeyboardInterrupt raised inside a database commit can leave the
-    sqlite store locked or the session unusable, so the first one never does that.)"""
-    stop = threading.Event()
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-        yield stop  # SIGINT ignored (e.g. a background job) or handled by the caller
-        return
-
-    def on_sigint(signum, frame):
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        console.print("stopping after the trials in flight (Ctrl-C again to stop now)")
-
-    signal.signal(signal.SIGINT, on_sigint)
-    try:
-        yield stop
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _print_best(study, metric: str, top: int = 10) -> None:

@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from models import ProgramCache, TrialConfig
 from tuner import runtime
+from tuner.process import kill_point, uninterruptible
 from tuner.execution.executor import (
     Choices, Executor, ExecutorStats, SegmentOutcome, choices_for_space,
 )
@@ -71,7 +72,8 @@ class SweepOutcome:
     study: optuna.Study
     records: dict[int, TrialRecord]   # trials finished by this invocation
     stats: SweepStats
-    interrupted: bool = False
+    interrupted: bool = False   # stopped before the budget (a stop signal, Ctrl-C)
+    aborted: bool = False       # stopped at once (a second signal): no summary to write
 
 
 def space_choices(spec: SweepSpec) -> Choices:
@@ -97,7 +99,8 @@ class Sweep:
         self.storage_url = storage_url
         # Storage first: an unreachable database fails before anything is written.
         self.lifecycle = lifecycle_for(
-            storage_url, lambda run_id, reason: self.tracker.close_lost_run(run_id, reason))
+            storage_url, lambda run_id, reason: self.tracker.close_lost_run(run_id, reason),
+            lambda run_id: self.tracker.read_result(run_id))
         self.study = self.lifecycle.open(storage_url, self.study_name, self.spec,
                                          dataset.fingerprint(), make_sampler(self.spec, worker),
                                          make_pruner(self.spec), create=allow_create)
@@ -146,7 +149,7 @@ class Sweep:
         started = time.perf_counter()
         self.pool: list[LiveTrial] = []
         asking: list[optuna.Trial] = []  # asked, not in the pool yet
-        interrupted = False
+        interrupted = aborted = False
         try:
             while stop is None or not stop.is_set():
                 self.lifecycle.fail_stale()
@@ -158,7 +161,7 @@ class Sweep:
                     # Beat for each trial as soon as it is asked: a RUNNING trial without
                     # any heartbeat is never found stale, so a worker dying here would
                     # leave it RUNNING for good (and the others waiting for it).
-                    asking.append(self.study.ask(self.distributions))
+                    asking.append(self.lifecycle.ask(self.distributions))
                     heartbeat.watch([t.trial for t in self.pool] + asking)
                 self._enter(self._drop_over_budget(asking, target))
                 asking = []
@@ -171,7 +174,7 @@ class Sweep:
                 more_coming = room > n_new  # later asks will refill the shallow queues
                 self._run_segment(*self.scheduler.next_segment(self.pool, more_coming))
         except KeyboardInterrupt:
-            interrupted = True
+            interrupted = aborted = True
             self.lifecycle.interrupted([t.trial for t in self.pool] + asking, LOST_ON_INTERRUPT)
             self.tracker.close_running_children(LOST_ON_INTERRUPT)
             self.pool = []
@@ -182,7 +185,7 @@ class Sweep:
             self.pool = []
         counted, _, _ = self.lifecycle.budget_state()
         self._report(progress, counted, target, started)
-        return SweepOutcome(self.study, self.records, self.stats, interrupted)
+        return SweepOutcome(self.study, self.records, self.stats, interrupted, aborted)
 
     def finish(self, outcome: SweepOutcome, *, refit: bool = True,
                register: str | None = None):
@@ -255,9 +258,11 @@ class Sweep:
         retry_of = [retried_from(t) for t in frozen]
         run_ids = self.tracker.begin_trials(list(zip([t.number for t in frozen], params,
                                                      retry_of)))
+        kill_point("runs")
         for t, f, p, r in zip(asked, frozen, params, retry_of):
             if run_ids[t.number]:
-                t.set_user_attr(ATTR_RUN_ID, run_ids[t.number])
+                with uninterruptible():
+                    t.set_user_attr(ATTR_RUN_ID, run_ids[t.number])
             self.pool.append(LiveTrial(t, self.config_for(f), p, run_ids[t.number], r))
 
     def _run_segment(self, members: list[LiveTrial], start: int, stop: int) -> None:
@@ -291,6 +296,7 @@ class Sweep:
                 jobs.append(logger.submit(self.tracker.log_trials, records, timed=False))
 
         try:
+            kill_point("train")
             self.executor.train([t.config for t in members], [t.state for t in members],
                                 start, stop - start, on_group=judge_group)
             with self.tracker.timing():  # only the wait the overlap did not hide
@@ -299,8 +305,10 @@ class Sweep:
         finally:
             logger.shutdown(wait=True, cancel_futures=True)
         for t, rec in ended:
+            kill_point("tell")
             if rec.refit_epochs is not None:
-                t.trial.set_user_attr(ATTR_REFIT_EPOCHS, rec.refit_epochs)
+                with uninterruptible():
+                    t.trial.set_user_attr(ATTR_REFIT_EPOCHS, rec.refit_epochs)
             if self.lifecycle.tell(t.trial, rec.state, rec.value, rec.fail_reason):
                 self.records[t.number] = rec
 

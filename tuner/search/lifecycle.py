@@ -27,23 +27,30 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.inputs.spec import SweepSpec
+from tuner.process import kill_point, uninterrupted
 from tuner.search import study as studies
 from tuner.search.study import (
-    ATTR_FAIL_REASON, ATTR_LOST, ATTR_RUN_ID, GRACE_PERIOD_S,
+    ATTR_FAIL_REASON, ATTR_LOST, ATTR_REFIT_EPOCHS, ATTR_RUN_ID, GRACE_PERIOD_S,
     HEARTBEAT_INTERVAL_S, MAX_RETRY, StorageError,
 )
 from tuner.stores import sqlite_init_lock
+
+if TYPE_CHECKING:
+    from tuner.tracking.records import LoggedResult
 
 log = logging.getLogger(__name__)
 
 AnyTrial = optuna.Trial | FrozenTrial
 CloseLostRun = Callable[[str, str], None]  # (run_id, reason)
+ReadResult = Callable[[str], "LoggedResult | None"]  # run_id -> its complete result
+ATTR_RECOVERED = "recovered"  # told from its MLflow run after its process was lost
 
 
 # --------------------------------------------------------------------------- attributes
@@ -135,8 +142,10 @@ class TrialLifecycle:
 
     shared = False
 
-    def __init__(self, close_lost_run: CloseLostRun) -> None:
+    def __init__(self, close_lost_run: CloseLostRun,
+                 read_result: ReadResult | None = None) -> None:
         self._close_lost_run = close_lost_run
+        self._read_result = read_result
         self.storage: RDBStorage
         self.study: optuna.Study
 
@@ -147,7 +156,7 @@ class TrialLifecycle:
         and create or load the study, checking its spec and data."""
         # The lock keeps two processes from creating one sqlite schema at once.
         with sqlite_init_lock(url):
-            self.storage = studies.open_storage(url, on_stale=self.on_stale)
+            self.storage = studies.open_storage(url)
             if create:
                 self.study = studies.create_or_load_study(self.storage, name, spec, data_fp,
                                                           sampler, pruner)
@@ -158,6 +167,11 @@ class TrialLifecycle:
 
     def heartbeat(self) -> Heartbeat:
         return Heartbeat(self.storage, HEARTBEAT_INTERVAL_S)
+
+    @uninterrupted
+    def ask(self, distributions: dict) -> optuna.Trial:
+        kill_point("ask")
+        return self.study.ask(distributions)
 
     # ------------------------------------------------------------------ reading
     def frozen(self, trial: AnyTrial) -> FrozenTrial:
@@ -181,17 +195,20 @@ class TrialLifecycle:
         return budget_state(self.study)
 
     # ------------------------------------------------------------------ pruning
+    @uninterrupted
     def report(self, trial: optuna.Trial, curve: Sequence[float], start: int = 0) -> None:
         """Report ``curve`` (the fold-mean metric of epochs ``start``, ``start + 1``, ...)
         as intermediate values at step = epoch."""
         for epoch, value in enumerate(curve, start=start):
             trial.report(float(value), epoch)
 
+    @uninterrupted
     def should_prune(self, trial: optuna.Trial) -> bool:
         """The study's pruner on the trial's last reported step."""
         return trial.should_prune()
 
     # ------------------------------------------------------------------ ending trials
+    @uninterrupted
     def tell(self, trial: optuna.Trial, state: TrialState, value: float | None = None,
              fail_reason: str | None = None) -> bool:
         """Tell a trained trial's result; False when another worker failed it as stale
@@ -209,6 +226,7 @@ class TrialLifecycle:
             return False
         return True
 
+    @uninterrupted
     def lose(self, trial: AnyTrial, reason: str) -> None:
         """Fail a trial that will never finish here, close its run, queue its retry."""
         tid = _trial_id(trial)
@@ -227,22 +245,51 @@ class TrialLifecycle:
             source.user_attrs = {k: v for k, v in frozen.user_attrs.items() if k != ATTR_LOST}
             _retry(self.study, source)
 
-    def on_stale(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """Optuna's stale-trial callback: a trial whose worker died."""
-        if run_id := trial.user_attrs.get(ATTR_RUN_ID):
-            self._close_lost_run(run_id, "lost: worker stopped heartbeating")
-        if len(trial.system_attrs.get("retry_history", [])) < MAX_RETRY:
-            _retry(study, trial)
+    @uninterrupted
+    def recover(self, trial: AnyTrial, reason: str) -> bool:
+        """A trial that will not finish where it started (its process died, or was
+        stopped): told from its MLflow run when the run holds the whole result (logged,
+        then the crash came before the tell: not trained again), else lost (FAIL, its
+        run closed KILLED with ``reason``, retried). True when told."""
+        frozen = self.frozen(trial)
+        run_id = frozen.user_attrs.get(ATTR_RUN_ID)
+        result = self._read_result(run_id) if run_id and self._read_result else None
+        if result is None:
+            self.lose(frozen, reason)
+            return False
+        tid = _trial_id(frozen)
+        try:
+            if not isinstance(self.study.pruner, optuna.pruners.NopPruner):
+                for step, value in sorted(result.curve.items()):  # as the live run reports
+                    if step not in frozen.intermediate_values:
+                        self.storage.set_trial_intermediate_value(tid, step, value)
+            if result.fail_reason:
+                self.storage.set_trial_user_attr(tid, ATTR_FAIL_REASON, result.fail_reason)
+            if result.refit_epochs is not None:
+                self.storage.set_trial_user_attr(tid, ATTR_REFIT_EPOCHS, result.refit_epochs)
+            self.storage.set_trial_user_attr(tid, ATTR_RECOVERED, reason)
+            values = None
+            if result.state == TrialState.COMPLETE:
+                values = [result.value]
+            elif result.state == TrialState.PRUNED and result.curve:
+                values = [result.curve[max(result.curve)]]  # as Optuna's tell does
+            self.storage.set_trial_state_values(tid, result.state, values)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return False  # another process got there first
+        log.info("trial %d recovered from its MLflow run (%s)", frozen.number,
+                 result.state.name)
+        return True
 
+    @uninterrupted
     def close_over_budget(self, trial: optuna.Trial, run_id: str, reason: str) -> None:
         trial.set_user_attr(ATTR_RUN_ID, run_id)
         trial.set_user_attr(ATTR_LOST, reason)
         self.study.tell(trial, state=TrialState.FAIL)
 
     def interrupted(self, asked: Sequence[optuna.Trial], reason: str) -> None:
-        """Lose the trials an interrupt caught in flight."""
+        """The trials an interrupt caught in flight: told if logged, else lost."""
         for t in asked:
-            self.lose(t, reason)
+            self.recover(t, reason)
 
     # ------------------------------------------------------------------ per storage
     def recover_orphans(self) -> None:
@@ -273,7 +320,7 @@ class SingleProcessLifecycle(TrialLifecycle):
                 "serves one process: wait for it, or share the study through "
                 "PostgreSQL (--storage postgresql://...) with `tuner worker`")
         for t in running:
-            self.lose(t, "lost: process ended before the trial finished")
+            self.recover(t, "lost: process ended before the trial finished")
 
     def _live(self, running: list[FrozenTrial]) -> list[FrozenTrial]:
         """RUNNING trials whose process is alive: a heartbeat recorded, and not stale.
@@ -303,7 +350,7 @@ class SingleProcessLifecycle(TrialLifecycle):
         # Every RUNNING trial is ours, also one the interrupt caught inside study.ask
         # (not in ``asked`` yet).
         for t in self.trials(states=(TrialState.RUNNING,)):
-            self.lose(t, reason)
+            self.recover(t, reason)
 
 
 class SharedLifecycle(TrialLifecycle):
@@ -316,7 +363,11 @@ class SharedLifecycle(TrialLifecycle):
         self.fail_stale()
 
     def fail_stale(self) -> None:
-        optuna.storages.fail_stale_trials(self.study)
+        # Optuna's fail_stale_trials would fail a trial whose result is whole in MLflow
+        # (its worker died between logging and telling); recover tells it instead.
+        stale = self.storage._get_stale_trial_ids(self.study._study_id)  # noqa: SLF001
+        for tid in stale:
+            self.recover(self.storage.get_trial(tid), "lost: worker stopped heartbeating")
 
     def over_budget(self, asked: list[optuna.Trial], target: int) -> list[optuna.Trial]:
         # Trials are numbered in creation order, so the first ``target`` trials that are
@@ -347,13 +398,14 @@ class _NoHeartbeat:
         return None
 
 
-def lifecycle_for(storage_url: str, close_lost_run: CloseLostRun) -> TrialLifecycle:
+def lifecycle_for(storage_url: str, close_lost_run: CloseLostRun,
+                  read_result: ReadResult | None = None) -> TrialLifecycle:
     """The lifecycle rules of a storage: single-process for sqlite (and memory), shared
-    otherwise."""
+    otherwise. ``read_result(run_id)`` reads a trial's whole result from MLflow."""
     if studies.is_memory(storage_url):
-        return InMemoryLifecycle(close_lost_run)
+        return InMemoryLifecycle(close_lost_run, read_result)
     cls = SingleProcessLifecycle if studies.is_sqlite(storage_url) else SharedLifecycle
-    return cls(close_lost_run)
+    return cls(close_lost_run, read_result)
 
 
 def wait_for_others() -> None:

@@ -13,6 +13,7 @@ import pandas as pd
 from models import ProgramCache
 from tuner.inputs.data import Dataset
 from tuner.inputs.spec import SweepSpec
+from tuner.process import kill_point
 from tuner.search.lifecycle import key_trial
 from tuner.search.study import ATTR_REFIT_EPOCHS, ATTR_RUN_ID
 from tuner.summary.model import BestModel, log_best_model
@@ -99,17 +100,23 @@ def finish(outcome, *, tracker: SweepTracker, dataset: Dataset, spec: SweepSpec,
         nonlocal best_model
         if refit_job is not None:
             best_model = refit_job.result()  # a wait for training, not tracking
+        kill_point("model")
         if best_model is not None:
             with tracker.timing():
                 log_best_model(best_model, dataset, registered_model_name=register)
 
+    kill_point("finish")
     status = "KILLED" if outcome.interrupted else "FINISHED"
     training = outcome.stats.training
     metrics = {"trial_epochs_trained": training.trial_epochs,
                "trial_epochs_unpruned": outcome.stats.epochs_unpruned}
     try:
-        tracker.finish_sweep(trials_dataframe(study), best_record, study, status=status,
-                             model_logger=model_logger, metrics=metrics, size_curve=curve)
+        if getattr(outcome, "aborted", False):  # stopped at once: only close the run
+            tracker.finish_sweep(None, None, None, status=status, metrics=metrics)
+        else:
+            tracker.finish_sweep(trials_dataframe(study), best_record, study, status=status,
+                                 model_logger=model_logger, metrics=metrics,
+                                 size_curve=curve)
     finally:
         pool.shutdown(wait=True)
     if best_model is None and refit_job is not None:

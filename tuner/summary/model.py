@@ -20,6 +20,7 @@ from sklearn.pipeline import Pipeline
 from models import ProgramCache, TrainedModel, TrialConfig, lane_hparams, signature_for
 from tuner.inputs.cv import make_full_fit
 from tuner.inputs.data import Dataset
+from tuner.process import kill_point
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ def refit(dataset: Dataset, params: dict, seed: int, trial: int, *,
     hp = lane_hparams([config], sig)
     programs = programs if programs is not None else ProgramCache()
     result = programs.fit(sig, hp, full.stack, seed, until=epochs)
+    kill_point("refit")
     if int(np.asarray(result.diverged_epoch)[0, 0]) >= 0:
         log.warning("the refit of the best configuration diverged; no model is logged")
         return None

@@ -48,6 +48,9 @@ class NullTracker:
     def load_record(self, run_id: str | None, number: int) -> TrialRecord | None:
         return None
 
+    def read_result(self, run_id: str) -> None:
+        return None
+
     def finish_sweep(self, trials_df, best, study, status: str = "FINISHED",
                      model_logger: Callable[[str], None] | None = None,
                      metrics: dict[str, float] | None = None) -> None:

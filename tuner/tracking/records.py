@@ -29,12 +29,28 @@ TAG_PARENT = "mlflow.parentRunId"
 TAG_TRIAL_NUMBER = "optuna.trial_number"
 TAG_RETRY_OF = "retry_of_trial"
 TAG_FAIL_REASON = "fail_reason"
+# The trial's state, written with its results: a run carrying it and closed holds the
+# whole result (a crash between MLflow and Optuna is recovered from it).
+TAG_TRIAL_STATE = "trial_state"
+TAG_REFIT_EPOCHS = "refit_epochs"
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 
 RUN_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.FAIL: "FAILED",
               TrialState.PRUNED: "KILLED"}
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
+
+
+@dataclass
+class LoggedResult:
+    """A trial's result as its closed MLflow run holds it (``SweepTracker.read_result``).
+    curve: step -> fold-mean validation metric (Optuna's intermediate values)."""
+
+    state: TrialState
+    value: float | None
+    curve: dict[int, float]
+    fail_reason: str | None = None
+    refit_epochs: int | None = None
 
 
 @dataclass

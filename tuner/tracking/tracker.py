@@ -37,10 +37,12 @@ from optuna.trial import TrialState
 
 from tuner.stores import redact_url, sqlite_init_lock, sqlite_path
 from tuner.summary import plots
+from tuner.process import kill_point, uninterrupted, uninterruptible
 from tuner.tracking.records import (
-    MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH, RUN_STATUS, TAG_EXPERIMENT_KIND, TAG_FAIL_REASON,
-    TAG_PARENT, TAG_RETRY_OF, TAG_TRIAL_NUMBER, EXPERIMENT_KIND, TERMINAL_STATUSES,
-    TrialRecord, batches, clip, curve_metrics, finite,
+    EXPERIMENT_KIND, MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH, RUN_STATUS, TAG_EXPERIMENT_KIND,
+    TAG_FAIL_REASON, TAG_PARENT, TAG_REFIT_EPOCHS, TAG_RETRY_OF, TAG_TRIAL_NUMBER,
+    TAG_TRIAL_STATE, TERMINAL_STATUSES, LoggedResult, TrialRecord, batches, clip,
+    curve_metrics, finite,
 )
 
 if TYPE_CHECKING:
@@ -127,6 +129,7 @@ class SweepTracker:
 
     # -- writing -----------------------------------------------------------------------
 
+    @uninterrupted
     def _log(self, run_id: str, metrics: Sequence[Metric] = (),
              params: dict[str, Any] | None = None, tags: dict[str, Any] | None = None) -> None:
         p = [Param(str(k), clip(v, MAX_PARAM_VAL_LENGTH, f"param {k!r}"))
@@ -143,6 +146,7 @@ class SweepTracker:
         except Exception:  # noqa: BLE001 - the original error matters more
             log.warning("could not mark run %s FAILED", run_id, exc_info=True)
 
+    @uninterrupted
     def start_sweep(self, spec_yaml: str, params: dict[str, Any], tags: dict[str, str],
                     run_name: str | None = None) -> str:
         """Open the parent run of this invocation: ``spec.yaml``, params and tags."""
@@ -167,6 +171,7 @@ class SweepTracker:
         with self.timing():
             return self._log_trials(records)
 
+    @uninterrupted
     def _log_trials(self, records: list[TrialRecord]) -> dict[int, str]:
         for r in records:
             if r.state not in RUN_STATUS:
@@ -177,19 +182,25 @@ class SweepTracker:
             tags = self._trial_tags(r.number, r.retry_of)
             if r.fail_reason:
                 tags[TAG_FAIL_REASON] = clip(r.fail_reason, MAX_TAG_VAL_LENGTH, "fail_reason")
+            result_tags = {TAG_TRIAL_STATE: r.state.name}
+            if r.refit_epochs is not None:
+                result_tags[TAG_REFIT_EPOCHS] = str(r.refit_epochs)
             params = r.params
             if r.run_id is None:
                 self.stats.runs += 1
                 run_id = self.client.create_run(self.experiment_id, tags=tags,
                                                 run_name=f"trial-{r.number}").info.run_id
-                extra_tags = r.extra_tags
+                extra_tags = {**r.extra_tags, **result_tags}
             else:  # begun earlier: params and contract tags are there already
                 run_id, params = r.run_id, {}
                 extra_tags = {**({TAG_FAIL_REASON: tags[TAG_FAIL_REASON]}
-                                 if TAG_FAIL_REASON in tags else {}), **r.extra_tags}
+                                 if TAG_FAIL_REASON in tags else {}), **r.extra_tags,
+                              **result_tags}
             try:
                 metrics = curve_metrics(r, self.metric, int(time.time() * 1000))
                 self._log(run_id, metrics, params=params, tags=extra_tags)
+                kill_point("log")
+                # Closed last: a closed run with its state tag holds the whole result.
                 self.client.set_terminated(run_id, RUN_STATUS[r.state])
             except BaseException:
                 self._abort(run_id)
@@ -206,6 +217,7 @@ class SweepTracker:
             tags[TAG_RETRY_OF] = str(retry_of)
         return tags
 
+    @uninterrupted
     def begin_trials(self, trials: list[tuple[int, dict[str, Any], int | None]]
                      ) -> dict[int, str]:
         """Open a RUNNING run per (number, params, retry_of) before training, so a trial
@@ -225,6 +237,24 @@ class SweepTracker:
                 out[number] = run_id
                 self.trial_run_ids[number] = run_id
         return out
+
+    def read_result(self, run_id: str) -> LoggedResult | None:
+        """The trial's result if its run holds all of it (closed, with its state tag),
+        else None: a crash or a kill may have cut the logging short."""
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            return None
+        state = run.data.tags.get(TAG_TRIAL_STATE)
+        if run.info.status not in TERMINAL_STATUSES or state not in TrialState.__members__:
+            return None
+        key = f"val_{self.metric}"
+        curve = {m.step: m.value for m in self.client.get_metric_history(run_id, key)} \
+            if key in run.data.metrics else {}
+        refit = run.data.tags.get(TAG_REFIT_EPOCHS)
+        return LoggedResult(TrialState[state], run.data.metrics.get(f"cv_{self.metric}"),
+                            curve, run.data.tags.get(TAG_FAIL_REASON),
+                            int(refit) if refit else None)
 
     def load_record(self, run_id: str | None, number: int) -> TrialRecord | None:
         """Rebuild a finished trial's record (curves per fold) from its run, e.g. for the
@@ -257,6 +287,7 @@ class SweepTracker:
         return TrialRecord(number, dict(run.data.params), TrialState.COMPLETE, value, std, curves,
                            run_id=run_id)
 
+    @uninterrupted
     def close_runs(self, run_ids: list[str], status: str = "KILLED",
                    reason: str | None = None) -> None:
         """Terminate runs left RUNNING (trials lost to a crash or an interrupt); runs that
@@ -275,6 +306,7 @@ class SweepTracker:
                 except MlflowException:
                     log.warning("could not close run %s", run_id, exc_info=True)
 
+    @uninterrupted
     def close_lost_run(self, run_id: str, reason: str) -> None:
         """Close a lost trial's run, and the sweep run of the process that owned it: that
         process stopped, so nobody else will ever end its sweep run."""
@@ -288,6 +320,7 @@ class SweepTracker:
             self.close_runs([parent], status="KILLED",
                             reason="its process stopped (trials lost to heartbeat)")
 
+    @uninterrupted
     def close_running_children(self, reason: str) -> None:
         """Close this invocation's trial runs still RUNNING: an interrupt can land after
         MLflow committed a run and before its id reached Optuna or the tracker."""
@@ -336,7 +369,8 @@ class SweepTracker:
                 if trials_df is not None:
                     trials_df.to_csv(d / "trials.csv", index=False)
                 self._draw_plots(d / "plots", best, study, size_curve)
-                self.client.log_artifacts(run_id, str(d))
+                with uninterruptible():
+                    self.client.log_artifacts(run_id, str(d))
             if model_logger is not None:
                 # Its own writes count through ``timing``; a wait for the refit does not.
                 self.stats.seconds += time.perf_counter() - start
@@ -344,7 +378,8 @@ class SweepTracker:
                     model_logger(run_id)
                 start = time.perf_counter()
         finally:
-            self.client.set_terminated(run_id, status)
+            with uninterruptible():
+                self.client.set_terminated(run_id, status)
             self.stats.seconds += time.perf_counter() - start
 
     def _draw_plots(self, out: Path, best: TrialRecord | None,
