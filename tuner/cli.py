@@ -9,7 +9,6 @@ import contextlib
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
     TimeRemainingColumn,
@@ -58,7 +58,8 @@ def console_main() -> None:
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # escape: a message repeats user input, and "[/x]" in it would be a markup error.
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -285,8 +286,11 @@ def worker(
     worker_id: Optional[int] = typer.Option(None, help="seeds this worker's sampler"),
 ) -> None:
     """Join a shared study and work on it until its budget is done."""
+    from tuner.inputs.spec.sections import LIMITS
     from tuner.search.study import is_sqlite
 
+    if batch is not None and batch not in LIMITS["batch"]:  # `run` checks it in the spec
+        raise _fail(f"--batch: batch must be {LIMITS['batch']}, got {batch}", EXIT_BAD_INPUT)
     if is_sqlite(storage):
         raise _fail("a sqlite storage serves one process, so workers cannot share it "
                     "safely; use PostgreSQL (--storage postgresql://USER@HOST/DB)",
@@ -303,17 +307,19 @@ def ui(
     host: str = typer.Option("127.0.0.1", help="interface to bind (loopback by default)"),
     port: int = typer.Option(5000, help="port"),
 ) -> None:
-    """Start the MLflow UI on the default store (mlruns/ in this folder)."""
+    """Start the MLflow UI on the default store (mlruns/ in this folder).
+
+    Ctrl-C, SIGTERM or SIGHUP stops the server and every process it started (exit 130,
+    143, 129; tuner/serve.py)."""
+    from tuner.serve import serve
+
     root = stores.results_root()
     uri = stores.default_tracking_uri(root)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
            "--default-artifact-root", stores.default_artifact_location(root),
            "--host", host, "--port", str(port)]
     out.print("MLflow UI: " + stores.runs_url(host, port, "0").rsplit("/#/", 1)[0])
-    try:
-        raise typer.Exit(subprocess.call(cmd))
-    except KeyboardInterrupt:
-        raise typer.Exit(0) from None
+    raise typer.Exit(serve(cmd))
 
 
 def _require_existing_sqlite(url: str) -> None:

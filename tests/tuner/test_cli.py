@@ -236,6 +236,15 @@ def _bad_case(case: str, tmp: Path) -> tuple[dict, tuple[str, ...]]:
     if case == "metric_task":
         spec["metric"] = "r2"
         return spec, ("metric", "r2", "multiclass")
+    if case == "epochs_past_int32":  # once: validate passed, then every trial overflowed
+        spec["fixed"]["epochs"] = 1_000_000_000_000
+        return spec, ("fixed.epochs", "must be in [1, 100000]", "got 1000000000000")
+    if case == "negative_seed":
+        spec["search"]["seed"] = -1
+        return spec, ("search.seed", "must be in [0, 4294967295]", "got -1")
+    if case == "markup_in_a_key":  # repeated in the message, not read as rich markup
+        spec["space"]["[/x]"] = [1]
+        return spec, ("space.[/x]", "unknown hyperparameter")
     if case == "csv_nan_feature":
         spec["data"] = _csv(tmp, "petal,sepal,label\n" + _rows(30).replace("0.3,", ",", 1))
         return spec, ("petal", "NaN")
@@ -254,7 +263,8 @@ def _bad_case(case: str, tmp: Path) -> tuple[dict, tuple[str, ...]]:
 
 
 BAD_CASES = ["unknown_hparam", "low_gt_high", "log_touches_zero", "nan_bound", "empty_list",
-             "optimizer_typo", "grid_continuous", "metric_task", "csv_nan_feature",
+             "optimizer_typo", "grid_continuous", "metric_task", "epochs_past_int32",
+             "negative_seed", "markup_in_a_key", "csv_nan_feature",
              "csv_text_column", "class_smaller_than_folds", "single_class"]
 
 
