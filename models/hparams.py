@@ -85,13 +85,21 @@ _UNIT = Interval(0, True, 1, False)
 _POSITIVE = Interval(0, False)
 _NON_NEGATIVE = Interval(0, True)
 
+# Upper limits of the sizes: a value past them cannot run, so the spec refuses it (exit 2)
+# rather than every trial failing. Why each number: docs/decisions.md, "Limits".
+MAX_EPOCHS = 100_000     # every epoch is a logged point of every curve of every trial
+MAX_DEPTH = 64           # a program unrolls its layers: compile time grows with depth
+MAX_WIDTH = 65_536       # width**2 = 2**32 weights: 16 GiB of float32 in one matrix
+MAX_BATCH_SIZE = 2**24   # rows are counted in float32 sums, exact up to 2**24
+
 # The vocabulary: every hyperparameter the core knows (docs/models.md gives the meaning).
 HPARAM_TABLE: tuple[HParam, ...] = (
     HParam("learning_rate", "float", 1e-3, _POSITIVE, "traced"),
-    HParam("batch_size", "int", 64, Interval(1, True), "shape"),
-    HParam("epochs", "int", 10, Interval(1, True), "traced"),  # lanes past theirs freeze
-    HParam("depth", "int", 1, Interval(0, True), "bucket"),
-    HParam("width", "int", 64, Interval(1, True), "bucket"),
+    HParam("batch_size", "int", 64, Interval(1, True, MAX_BATCH_SIZE, True), "shape"),
+    # lanes past their own epochs freeze
+    HParam("epochs", "int", 10, Interval(1, True, MAX_EPOCHS, True), "traced"),
+    HParam("depth", "int", 1, Interval(0, True, MAX_DEPTH, True), "bucket"),
+    HParam("width", "int", 64, Interval(1, True, MAX_WIDTH, True), "bucket"),
     # gd is full-batch gradient descent: SGD whose batch is the whole training fold.
     HParam("optimizer", "choice", "adam",
            ("gd", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"),
@@ -311,13 +319,10 @@ class TrialConfig:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("init", self.init, INITS)
         _check_choice("schedule", self.schedule, SCHEDULES)
-        if self.depth < 0:
-            raise ValueError(f"depth must be >= 0, got {self.depth}")
-        if self.width < 1 or self.batch_size < 1 or self.epochs < 1:
-            raise ValueError(
-                f"width, batch_size and epochs must be >= 1, got "
-                f"{self.width}, {self.batch_size}, {self.epochs}"
-            )
+        for name in ("depth", "width", "batch_size", "epochs"):
+            value, domain = getattr(self, name), HPARAMS[name].domain
+            if value not in domain:
+                raise ValueError(f"{name} must be {domain}, got {value}")
         dropout = self.numeric_value("dropout")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")

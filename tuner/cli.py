@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
     TimeRemainingColumn,
@@ -58,8 +58,9 @@ def console_main() -> None:
 
 def _fail(message: str, code: int) -> typer.Exit:
     """Print the error (a table's several problems: one line each) and exit ``code``."""
+    # escape: a message repeats user input, and "[/x]" in it would be a markup error.
     for line in str(message).splitlines() or [""]:
-        console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -290,8 +291,11 @@ def worker(
     worker_id: Optional[int] = typer.Option(None, help="seeds this worker's sampler"),
 ) -> None:
     """Join a shared study and work on it until its budget is done."""
+    from tuner.inputs.spec.sections import LIMITS
     from tuner.search.study import is_sqlite
 
+    if batch is not None and batch not in LIMITS["batch"]:  # `run` checks it in the spec
+        raise _fail(f"--batch: batch must be {LIMITS['batch']}, got {batch}", EXIT_BAD_INPUT)
     if is_sqlite(storage):
         raise _fail("a sqlite storage serves one process, so workers cannot share it "
                     "safely; use PostgreSQL (--storage postgresql://USER@HOST/DB)",
@@ -308,17 +312,19 @@ def ui(
     host: str = typer.Option("127.0.0.1", help="interface to bind (loopback by default)"),
     port: int = typer.Option(5000, help="port"),
 ) -> None:
-    """Start the MLflow UI on the default store (mlruns/ in this folder)."""
+    """Start the MLflow UI on the default store (mlruns/ in this folder).
+
+    Ctrl-C, SIGTERM or SIGHUP stops the server and every process it started (exit 130,
+    143, 129; tuner/serve.py)."""
+    from tuner.serve import serve
+
     root = stores.results_root()
     uri = stores.default_tracking_uri(root)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
            "--default-artifact-root", stores.default_artifact_location(root),
            "--host", host, "--port", str(port)]
     out.print("MLflow UI: " + stores.runs_url(host, port, "0").rsplit("/#/", 1)[0])
-    try:
-        raise typer.Exit(subprocess.call(cmd))
-    except KeyboardInterrupt:
-        raise typer.Exit(0) from None
+    raise typer.Exit(serve(cmd))
 
 
 def _require_existing_sqlite(url: str) -> None:

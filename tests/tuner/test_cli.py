@@ -243,6 +243,15 @@ def _bad_case(case: str, tmp: Path) -> tuple[dict, tuple[str, ...]]:
     if case == "csv_unknown_feature":
         spec["data"] = {**_csv(tmp, "petal,sepal,label\n" + _rows(30)), "drop": ["colour"]}
         return spec, ("data.drop", "colour")
+    if case == "epochs_past_int32":  # once: validate passed, then every trial overflowed
+        spec["fixed"]["epochs"] = 1_000_000_000_000
+        return spec, ("fixed.epochs", "must be in [1, 100000]", "got 1000000000000")
+    if case == "negative_seed":
+        spec["search"]["seed"] = -1
+        return spec, ("search.seed", "must be in [0, 4294967295]", "got -1")
+    if case == "markup_in_a_key":  # repeated in the message, not read as rich markup
+        spec["space"]["[/x]"] = [1]
+        return spec, ("space.[/x]", "unknown hyperparameter")
     if case == "class_smaller_than_folds":
         spec["data"] = _csv(tmp, "petal,sepal,label\n"
                             + _rows(30, label=lambda i: "c" if i < 2 else "ab"[i % 2]))
@@ -255,7 +264,8 @@ def _bad_case(case: str, tmp: Path) -> tuple[dict, tuple[str, ...]]:
 
 BAD_CASES = ["unknown_hparam", "low_gt_high", "log_touches_zero", "nan_bound", "empty_list",
              "optimizer_typo", "grid_continuous", "metric_task", "csv_inf_feature",
-             "csv_unknown_feature", "class_smaller_than_folds", "single_class"]
+             "csv_unknown_feature", "epochs_past_int32", "negative_seed", "markup_in_a_key",
+             "class_smaller_than_folds", "single_class"]
 
 
 @pytest.mark.parametrize("command", ["validate", "run"])

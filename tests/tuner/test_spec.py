@@ -82,8 +82,8 @@ BAD_SPECS = [
      r"^metric: 'accuracy' does not fit task 'regression'"),
     ("metric typo", spec_with(metric="acurracy"),
      r"^metric: unknown metric 'acurracy'; did you mean 'accuracy'\?$"),
-    ("trials 0", spec_with(search={"trials": 0}), r"^search\.trials: trials must be >= 1, got 0$"),
-    ("batch 0", spec_with(search={"batch": 0}), r"^search\.batch: batch must be >= 1, got 0$"),
+    ("trials 0", spec_with(search={"trials": 0}), r"^search\.trials: trials must be in \[1, 1000000\], got 0$"),
+    ("batch 0", spec_with(search={"batch": 0}), r"^search\.batch: batch must be in \[1, 4096\], got 0$"),
     ("trials string", spec_with(search={"trials": "5"}),
      r"^search\.trials: input should be a valid integer, got '5'$"),
     ("folds 1", spec_with(cv={"folds": 1}), r"^cv\.folds: needs at least 2 folds, got 1$"),
@@ -102,9 +102,9 @@ BAD_SPECS = [
      r"^space\.momentum\.high: momentum must be in \[0, 1\), got 1\.0$"),
     ("l2 negative", spec_with(fixed={"l2": -1e-3}), r"^fixed\.l2: l2 must be >= 0, got -0\.001$"),
     ("eps zero", spec_with(fixed={"eps": 0.0}), r"^fixed\.eps: eps must be > 0, got 0\.0$"),
-    ("depth negative", spec_with(fixed={"depth": -1}), r"^fixed\.depth: depth must be >= 0, got -1$"),
+    ("depth negative", spec_with(fixed={"depth": -1}), r"^fixed\.depth: depth must be in \[0, 64\], got -1$"),
     ("width zero", spec_with(space={"width": [0, 8]}),
-     r"^space\.width\[0\]: width must be >= 1, got 0$"),
+     r"^space\.width\[0\]: width must be in \[1, 65536\], got 0$"),
     ("width fractional", spec_with(fixed={"width": 6.5}), r"^fixed\.width: width is an integer, got 6\.5$"),
     ("number as string", spec_with(fixed={"l2": "1e-3"}),
      r"^fixed\.l2: expected a number, got '1e-3'$"),
@@ -147,6 +147,40 @@ BAD_SPECS = [
     ("task contradicts sklearn", spec_with(data={"source": "sklearn:iris", "task": "binary"}),
      r"^data\.task: sklearn:iris is a multiclass data set, got task 'binary'$"),
     ("not a mapping", ["name", "t"], r"^spec: expected a mapping"),
+    # Sizes that cannot run (docs/decisions.md, "Limits").
+    ("epochs past int32", spec_with(fixed={"epochs": 1_000_000_000_000}),
+     r"^fixed\.epochs: epochs must be in \[1, 100000\], got 1000000000000$"),
+    ("width past the limit", spec_with(space={"width": [64, 65_537]}),
+     r"^space\.width\[1\]: width must be in \[1, 65536\], got 65537$"),
+    ("depth range past the limit", spec_with(space={"depth": {"low": 1, "high": 65}}),
+     r"^space\.depth\.high: depth must be in \[0, 64\], got 65$"),
+    ("batch_size past the limit", spec_with(fixed={"batch_size": 2**24 + 1}),
+     r"^fixed\.batch_size: batch_size must be in \[1, 16777216\], got 16777217$"),
+    ("trials past the limit", spec_with(search={"trials": 1_000_001}),
+     r"^search\.trials: trials must be in \[1, 1000000\], got 1000001$"),
+    ("batch past the limit", spec_with(search={"batch": 4097}),
+     r"^search\.batch: batch must be in \[1, 4096\], got 4097$"),
+    ("negative seed", spec_with(search={"seed": -1}),
+     r"^search\.seed: seed must be in \[0, 4294967295\], got -1$"),
+    ("cv seed past uint32", spec_with(cv={"seed": 2**32}),
+     r"^cv\.seed: seed must be in \[0, 4294967295\], got 4294967296$"),
+    ("grid too large", spec_with(search={"method": "grid"}, space={
+        "learning_rate": {"low": 0.001, "high": 1.0, "step": 0.001},
+        "width": {"low": 1, "high": 2000}}),
+     r"^space: a grid of 2000000 points is more than the 1000000 trials a sweep can run"),
+    ("grid astronomically large", spec_with(search={"method": "grid"}, space={
+        "dropout": {"low": 0.0, "high": 0.5, "step": 1e-300}}),
+     r"^space: a grid of about 10\^299 points is more than"),
+    ("int past float64", spec_with(fixed={"l2": 10**400}),
+     r"^fixed\.l2: must be finite, got an integer of about 401 digits$"),
+    ("range bound past float64", spec_with(space={"l2": {"low": 0, "high": -(10**400)}}),
+     r"^space\.l2\.high: must be finite, got a negative integer of about 401 digits$"),
+    ("range with too many steps", spec_with(space={
+        "l2": {"low": -1e308, "high": 1e308, "step": 1e-300}}),
+     r"^space\.l2: the range holds too many steps"),
+    ("min_delta past float64", spec_with(search={"early_stopping": {"patience": 2,
+                                                                     "min_delta": 10**400}}),
+     r"^search\.early_stopping\.min_delta: must be a finite number >= 0, got an integer"),
 ]
 
 
@@ -345,6 +379,34 @@ def test_digits_grid_file():
     assert grid_points(s) == {"learning_rate": [1e-3, 3e-3, 1e-2],
                               "l2": [1e-5, 1e-4, 1e-3], "width": [64, 128]}
     assert grid_size(s) == 18
+
+
+def test_limits_come_from_the_models_table():
+    # The spec holds no limits of its own for hyperparameters: models.hparams has them.
+    assert parse_spec(spec_with(fixed={"epochs": hp.MAX_EPOCHS, "width": hp.MAX_WIDTH,
+                                       "depth": hp.MAX_DEPTH,
+                                       "batch_size": hp.MAX_BATCH_SIZE})).fixed["epochs"] \
+        == hp.MAX_EPOCHS
+    for name in ("epochs", "width", "depth", "batch_size"):
+        assert hp.HPARAMS[name].domain.hi == getattr(hp, f"MAX_{name.upper()}")
+    s = parse_spec(spec_with(search={"trials": 1_000_000, "batch": 4096, "seed": 2**32 - 1},
+                             cv={"seed": 2**32 - 1}))
+    assert (s.search.trials, s.search.batch, s.search.seed) == (1_000_000, 4096, 2**32 - 1)
+
+
+@pytest.mark.parametrize("text, pattern", [
+    ("name: t\ndata: {source: sklearn:iris}\nfixed: {epochs: 1" + "0" * 5000 + "}\n",
+     r"invalid YAML: Exceeds the limit"),
+    ("name: 2024-02-30\n", r"invalid YAML: day is out of range for month"),
+    ("{[a]: 1}\n", r"invalid YAML at line 1, column 2: found unhashable key"),
+    ("[" * 3000 + "]" * 3000 + "\n", r"invalid YAML: maximum recursion depth exceeded"),
+], ids=["int-of-5001-digits", "no-such-date", "unhashable-key", "deep-nesting"])
+def test_yaml_the_loader_cannot_build_is_bad_input(tmp_path, text, pattern):
+    p = tmp_path / "s.yaml"
+    p.write_text(text)
+    with pytest.raises(SpecError, match=pattern) as info:
+        load_spec(p)
+    assert "\n" not in str(info.value)
 
 
 def test_empty_fixed_and_space_sections():

@@ -44,7 +44,7 @@ def grid_points(spec: SweepSpec) -> dict[str, list]:
         elif entry.type == "int":
             out[name] = list(range(int(entry.low), int(entry.high) + 1, int(entry.step or 1)))
         elif entry.step is not None:
-            n = round((entry.high - entry.low) / entry.step)
+            n = entry.n_points - 1
             # 12 significant digits hide float noise such as 0.30000000000000004.
             out[name] = [float(f"{entry.low + i * entry.step:.12g}") for i in range(n + 1)]
         else:

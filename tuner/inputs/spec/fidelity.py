@@ -13,6 +13,7 @@ largest epoch count, a percentile pruner's ``percentile`` 25.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -119,6 +120,6 @@ class EarlyStoppingSpec(SpecModel):
     @field_validator("min_delta")
     @classmethod
     def _min_delta(cls, v: float) -> float:
-        if not 0.0 <= v < float("inf"):
-            raise ValueError(f"must be a finite number >= 0, got {v}")
+        if not 0.0 <= v <= sys.float_info.max:  # an int past it would not become a float
+            raise ValueError(f"must be a finite number >= 0, got {show(v)}")
         return float(v)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import yaml
@@ -27,6 +27,8 @@ class _Loader(yaml.SafeLoader):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                break  # SafeLoader's own check names it ("found unhashable key")
             if key in seen:
                 mark = key_node.start_mark
                 raise yaml.constructor.ConstructorError(
@@ -43,9 +45,15 @@ _Loader.add_implicit_resolver(
 )
 
 
-def _yaml_error(where: str, e: yaml.YAMLError) -> SpecError:
+# Besides YAMLError, PyYAML lets through what its constructors raise: ValueError for
+# an integer of over 4300 digits or a date such as 2024-02-30, RecursionError for
+# thousands of nested brackets. Each is a file that is not a spec: bad input.
+_YAML_ERRORS = (yaml.YAMLError, ValueError, RecursionError)
+
+
+def _yaml_error(where: str, e: Exception) -> SpecError:
     mark = getattr(e, "problem_mark", None)
-    problem = getattr(e, "problem", None) or str(e)
+    problem = getattr(e, "problem", None) or str(e) or type(e).__name__
     at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
     return SpecError(f"{where}: invalid YAML{at}: {problem}")
 
@@ -62,7 +70,7 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
         raise SpecError(f"{path}: cannot read the spec file: {e}") from None
     try:
         mapping = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as e:
+    except _YAML_ERRORS as e:
         raise _yaml_error(path, e) from None
     return parse_spec(mapping, base_dir=os.path.dirname(os.path.abspath(path)))
 
@@ -98,6 +106,6 @@ def parse_yaml(text: str, base_dir: str | os.PathLike | None = None) -> SweepSpe
     """Validate a spec given as YAML text."""
     try:
         mapping = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as e:
+    except _YAML_ERRORS as e:
         raise _yaml_error("spec", e) from None
     return parse_spec(mapping, base_dir=base_dir)

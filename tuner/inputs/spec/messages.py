@@ -4,6 +4,7 @@ bad value, suggesting the closest valid word (optuna style)."""
 from __future__ import annotations
 
 import difflib
+import math
 import reprlib
 from typing import Any
 
@@ -18,7 +19,11 @@ _repr.maxlist = _repr.maxtuple = _repr.maxdict = 8
 
 
 def show(value: Any) -> str:
-    """A short repr for messages (long lists and strings are elided)."""
+    """A short repr for messages (long lists, strings and integers are elided)."""
+    if isinstance(value, int) and value.bit_length() > 128:
+        # Python refuses to print an int of over 4300 digits, and a long one says nothing.
+        digits = int(value.bit_length() * 0.30103) + 1
+        return f"a{' negative' if value < 0 else 'n'} integer of about {digits} digits"
     return _repr.repr(value)
 
 
@@ -29,6 +34,13 @@ def suggest(word: Any, choices: Any) -> str:
     if close:
         return f"; did you mean {close[0]!r}?"
     return f"; expected one of {choices}"
+
+
+def count(n: int) -> str:
+    """A count for messages: exact while short, else its order of magnitude."""
+    if n < 10**15:
+        return str(n)
+    return f"about 10^{int(math.log10(n))}"  # log10 takes ints of any size
 
 
 class FieldError(ValueError):

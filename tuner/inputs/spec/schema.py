@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -29,10 +30,10 @@ from pydantic import StrictBool, field_validator, model_validator
 
 from models import hparams as hp
 from tuner.errors import SpecError
-from tuner.inputs.spec.messages import FieldError, dotted, show, suggest
+from tuner.inputs.spec.messages import FieldError, count, dotted, show, suggest
 from tuner.inputs.spec.base import SpecModel
 from tuner.inputs.spec.sections import (
-    CVSpec, DataSpec, Range, SearchSpec, SpaceEntry, entry_for,
+    MAX_TRIALS, CVSpec, DataSpec, Range, SearchSpec, SpaceEntry, entry_for,
 )
 from tuner.inputs.spec.values import (
     CLASSIFICATION_METRICS, DEFAULT_METRIC, GREATER_IS_BETTER, METRICS, REGRESSION_METRICS,
@@ -121,6 +122,13 @@ class SweepSpec(SpecModel):
                 if isinstance(entry, Range) and entry.is_continuous:
                     raise FieldError(("space", name),
                                       "a grid needs a list or a range with step")
+            # Optuna lists every point of a grid before its first trial.
+            size = math.prod(len(e) if isinstance(e, tuple) else e.n_points
+                             for e in spec.space.values())
+            if size > MAX_TRIALS:
+                raise FieldError(("space",), f"a grid of {count(size)} points is more than "
+                                             f"the {MAX_TRIALS} trials a sweep can run; "
+                                             "give fewer values, or use method random or tpe")
         task = spec.data.known_task
         if task is not None:
             metric = _metric_for(spec.metric, task)

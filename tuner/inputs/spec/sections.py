@@ -7,7 +7,6 @@ File paths are resolved (absolute) while validating: relative ones against the
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Mapping
 from typing import Any, Literal, Union
 
@@ -15,14 +14,32 @@ from pydantic import (
     StrictBool, StrictInt, ValidationError, ValidationInfo, field_validator, model_validator,
 )
 
+from models.hparams import Interval
 from tuner.inputs.spec.base import SpecModel
 from tuner.inputs.spec.data import DataSpec  # noqa: F401 - a section, re-exported
 from tuner.inputs.spec.fidelity import EarlyStoppingSpec, PrunerSpec
 from tuner.inputs.spec.messages import FieldError, first_error, show, suggest
 from tuner.inputs.spec.values import (
     CATEGORICAL_HPARAMS, INT_HPARAMS, METHODS, check_value,
-    is_number,
+    finite_number,
 )
+
+
+# Limits of the search and cv sections (docs/decisions.md, "Limits"); the hyperparameters'
+# own are in models.hparams. cv.folds needs none here: it is checked against the rows.
+MAX_TRIALS = 1_000_000  # a trial is Optuna rows and an MLflow run; also the largest grid
+MAX_BATCH = 4096        # trials in one program: each a lane per fold, weights and all
+MAX_SEED = 2**32 - 1    # numpy, scikit-learn and the JAX key (uint32) take no more
+LIMITS = {"trials": Interval(1, True, MAX_TRIALS, True),
+          "batch": Interval(1, True, MAX_BATCH, True),
+          "seed": Interval(0, True, MAX_SEED, True)}
+
+
+def _within(v: int | None, info: ValidationInfo) -> int | None:
+    domain = LIMITS[info.field_name]
+    if v is not None and v not in domain:
+        raise ValueError(f"{info.field_name} must be {domain}, got {show(v)}")
+    return v
 
 
 class CVSpec(SpecModel):
@@ -37,6 +54,8 @@ class CVSpec(SpecModel):
         if v < 2:
             raise ValueError(f"needs at least 2 folds, got {v}")
         return v
+
+    _seed = field_validator("seed")(_within)
 
 
 class SearchSpec(SpecModel):
@@ -59,12 +78,7 @@ class SearchSpec(SpecModel):
     def _pruner(cls, v: Any) -> Any:
         return "none" if v is None else v
 
-    @field_validator("trials", "batch")
-    @classmethod
-    def _positive(cls, v: int | None, info: ValidationInfo) -> int | None:
-        if v is not None and v < 1:
-            raise ValueError(f"{info.field_name} must be >= 1, got {v}")
-        return v
+    _limits = field_validator("trials", "batch", "seed")(_within)
 
 
 class Range(SpecModel):
@@ -83,13 +97,7 @@ class Range(SpecModel):
     @field_validator("low", "high", "step", mode="before")
     @classmethod
     def _number(cls, v: Any) -> Any:
-        if v is None:
-            return v
-        if not is_number(v):
-            raise ValueError(f"expected a number, got {show(v)}")
-        if not math.isfinite(v):
-            raise ValueError(f"must be finite, got {v}")
-        return int(v) if isinstance(v, numbers.Integral) else float(v)
+        return v if v is None else finite_number(v)
 
     @model_validator(mode="after")
     def _bounds(self) -> "Range":
@@ -103,7 +111,10 @@ class Range(SpecModel):
                 raise FieldError(("step",), f"must be > 0, got {step}")
             if self.log and not (self.type == "int" and step == 1):
                 raise ValueError(f"`step` and `log` cannot be combined, got step={step}")
-            n = (high - low) / step
+            n = (float(high) - float(low)) / step  # floats: ints this big overflow in /
+            if not math.isfinite(n):
+                raise ValueError(f"the range holds too many steps, got low={low}, "
+                                 f"high={high}, step={step}")
             if abs(n - round(n)) > 1e-9 * max(1.0, abs(n)):
                 raise ValueError(f"(high - low) must be a multiple of step, got "
                                  f"low={low}, high={high}, step={step}")
@@ -116,6 +127,16 @@ class Range(SpecModel):
     @property
     def is_continuous(self) -> bool:
         return self.type != "int" and self.step is None
+
+    @property
+    def n_points(self) -> int:
+        """Points of an int or stepped range (as ``grid_points`` lists them), counted
+        without listing them."""
+        if self.is_continuous:
+            raise ValueError("a continuous range has no points to count")
+        if self.type == "int":
+            return (int(self.high) - int(self.low)) // int(self.step or 1) + 1
+        return round((self.high - self.low) / self.step) + 1
 
 
 SpaceEntry = Union[Range, tuple]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from typing import Any
 
 from models.hparams import HPARAMS as _TABLE
@@ -41,13 +42,31 @@ __all__ = [
     "ARRAYS_SOURCE", "CATEGORICAL_HPARAMS", "CLASSIFICATION_METRICS", "DEFAULT_METRIC",
     "DOMAINS", "FLOAT_HPARAMS", "GREATER_IS_BETTER", "HPARAMS", "INT_HPARAMS", "METHODS",
     "METRICS", "REGRESSION_METRICS", "SKLEARN_SOURCES", "check_name",
-    "check_value", "is_number",
+    "check_value", "finite_number", "is_number",
 ]
 
 
 def is_number(v: Any) -> bool:
     """A real number but not a bool (numpy scalars count)."""
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def finite_number(v: Any) -> int | float:
+    """A number as an int or a float; ValueError unless it is finite as a float.
+
+    A Python int is exact at any size, but the values go on as floats (Optuna, the
+    lane arrays): one past float64's range (YAML reads 1e400 written out as an int)
+    would raise OverflowError there instead of being bad input here.
+    """
+    if not is_number(v):
+        raise ValueError(f"expected a number, got {show(v)}")
+    if isinstance(v, numbers.Integral):
+        if abs(v) > sys.float_info.max:
+            raise ValueError(f"must be finite, got {show(v)}")
+        return int(v)
+    if not math.isfinite(v):
+        raise ValueError(f"must be finite, got {v}")
+    return float(v)
 
 
 def check_value(name: str, value: Any) -> Any:
@@ -64,15 +83,13 @@ def check_value(name: str, value: Any) -> Any:
         if value not in allowed:
             raise ValueError(f"unknown {name} {value!r}{suggest(value, allowed)}")
         return value
-    if not is_number(value):
-        raise ValueError(f"expected a number, got {show(value)}")
     domain = DOMAINS[name]
-    if math.isnan(value) or (math.isinf(value) and not (domain.allow_inf and value > 0)):
-        raise ValueError(f"must be finite, got {value}")
+    if not (domain.allow_inf and is_number(value) and value == math.inf):
+        value = finite_number(value)
     if name in INT_HPARAMS and isinstance(value, float) and not value.is_integer():
         raise ValueError(f"{name} is an integer, got {value}")
     if value not in domain:
-        raise ValueError(f"{name} must be {domain}, got {value!r}")
+        raise ValueError(f"{name} must be {domain}, got {show(value)}")
     return int(value) if name in INT_HPARAMS else float(value)
 
 
