@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 from tuner.inputs.resolve import resolve_inputs
 from tuner.inputs.spec import SweepSpec
 from tuner.summary.finalize import TuneResult
+
+log = logging.getLogger("tuner")
 
 
 def tune(
@@ -49,7 +52,7 @@ def tune(
 
     sweep = open_sweep(sweep_spec, dataset, storage=storage, tracking_uri=tracking_uri,
                        study_name=name or sweep_spec.name, batch=batch)
-    outcome = sweep.run(trials)
+    outcome = sweep.run(trials, notify=log.warning)  # what a crash left, recovered
     result = sweep.finish(outcome, refit=refit, register=register)
     if outcome.interrupted:
         raise KeyboardInterrupt

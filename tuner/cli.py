@@ -120,7 +120,9 @@ def _run_sweep(sweep, trials, refit: bool, register: Optional[str] = None):
             bar.update(task, completed=p.done, total=p.total, best=best, pruned=pruned)
 
         with process.StopSignals(announce=_announce_stop) as signals:
-            outcome = sweep.run(trials, progress=on_progress, stop=signals.stop)
+            outcome = sweep.run(trials, progress=on_progress, stop=signals.stop,
+                                notify=lambda line: bar.console.print(line, highlight=False,
+                                                                      soft_wrap=True))
             outcome.interrupted = outcome.interrupted or signals.stop.is_set()
             # The summary closes the parent run; a second signal still stops it at once.
             result = sweep.finish(outcome, refit=refit, register=register)

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 LOST_ON_INTERRUPT = "lost: interrupted before the trial finished"
+ABANDONED = "its process ended before it finished"
 
 
 @dataclasses.dataclass
@@ -133,11 +134,13 @@ class Sweep:
 
     # ------------------------------------------------------------------ main loop
     def run(self, trials: int | None = None, progress: Callable[[Progress], None] | None = None,
-            stop: threading.Event | None = None) -> SweepOutcome:
+            stop: threading.Event | None = None,
+            notify: Callable[[str], None] | None = None) -> SweepOutcome:
         """Work until the study holds ``trials`` counted trials (default: the stored
-        budget, else the spec's). KeyboardInterrupt leaves a resumable study."""
+        budget, else the spec's). KeyboardInterrupt leaves a resumable study.
+        ``notify`` receives one-line notices (what was recovered from a crash)."""
         target = self._target(trials)
-        self.lifecycle.recover_orphans()
+        self._recover(notify)
         self.tracker.start_sweep(self.spec.to_yaml(), self._sweep_params(target),
                                  {"study": self.study_name}, run_name=self._run_name())
         heartbeat = self.lifecycle.heartbeat()
@@ -186,6 +189,20 @@ class Sweep:
         counted, _, _ = self.lifecycle.budget_state()
         self._report(progress, counted, target, started)
         return SweepOutcome(self.study, self.records, self.stats, interrupted, aborted)
+
+    def _recover(self, notify: Callable[[str], None] | None) -> None:
+        """What a killed process left: its trials told from MLflow or lost (and queued
+        again), its runs closed."""
+        started = time.perf_counter()
+        self.lifecycle.recover_orphans()
+        closed = 0
+        if self.lifecycle.owns_study:  # every RUNNING run is a dead process's
+            closed = self.tracker.close_abandoned(ABANDONED)
+        told, lost = self.lifecycle.recovered["told"], self.lifecycle.recovered["lost"]
+        if notify is not None and (told or lost or closed):
+            notify(f"recovered from an earlier stop in {time.perf_counter() - started:.1f}s: "
+                   f"{told} trial(s) told from their MLflow runs (not trained again), "
+                   f"{lost} lost and queued again, {closed} run(s) left open closed")
 
     def finish(self, outcome: SweepOutcome, *, refit: bool = True,
                register: str | None = None):

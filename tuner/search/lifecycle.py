@@ -23,7 +23,10 @@ Optuna's ask/tell loop records no heartbeats (its own only run inside ``optimize
 from __future__ import annotations
 
 import copy
+import datetime
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -34,7 +37,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.inputs.spec import SweepSpec
-from tuner.process import kill_point, uninterrupted
+from tuner.process import kill_point, uninterrupted, uninterruptible
 from tuner.search import study as studies
 from tuner.search.study import (
     ATTR_FAIL_REASON, ATTR_LOST, ATTR_REFIT_EPOCHS, ATTR_RUN_ID, GRACE_PERIOD_S,
@@ -51,6 +54,7 @@ AnyTrial = optuna.Trial | FrozenTrial
 CloseLostRun = Callable[[str, str], None]  # (run_id, reason)
 ReadResult = Callable[[str], "LoggedResult | None"]  # run_id -> its complete result
 ATTR_RECOVERED = "recovered"  # told from its MLflow run after its process was lost
+ATTR_OWNER = "owner"  # study attribute: host and pid of the process running a sqlite study
 
 
 # --------------------------------------------------------------------------- attributes
@@ -133,6 +137,41 @@ class Heartbeat:
             self._thread.join()
 
 
+def _this_process() -> dict:
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _owner_is_dead(owner: dict | None) -> bool:
+    """The process recorded as running a sqlite study is gone (same host, no such pid).
+    A pid reused since, or another host, reads as alive: the caller then waits for the
+    heartbeats to go stale."""
+    if not isinstance(owner, dict) or owner.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, KeyError, TypeError, ValueError, OverflowError):
+        return False
+    return int(owner["pid"]) == os.getpid()  # this process: a new run in the same one
+
+
+def _without_heartbeat(storage: RDBStorage, trials: Sequence[FrozenTrial]
+                       ) -> list[FrozenTrial]:
+    """The trials that have no heartbeat recorded. Reads Optuna's heartbeat table: no
+    public API tells whether a trial has a beat."""
+    from optuna.storages._rdb.models import TrialHeartbeatModel
+
+    if not trials:
+        return []
+    session = storage.scoped_session()
+    try:
+        return [t for t in trials
+                if TrialHeartbeatModel.where_trial_id(_trial_id(t), session) is None]
+    finally:
+        session.close()
+
+
 # --------------------------------------------------------------------------- lifecycle
 class TrialLifecycle:
     """What happens to a study's trials besides ask and tell (see the module docstring).
@@ -141,11 +180,14 @@ class TrialLifecycle:
     """
 
     shared = False
+    owns_study = False  # no other process, alive or dead, can be running this study
 
     def __init__(self, close_lost_run: CloseLostRun,
                  read_result: ReadResult | None = None) -> None:
         self._close_lost_run = close_lost_run
         self._read_result = read_result
+        # What ``recover`` did, for the fronts' notice: trials told from MLflow, lost.
+        self.recovered = {"told": 0, "lost": 0}
         self.storage: RDBStorage
         self.study: optuna.Study
 
@@ -256,6 +298,7 @@ class TrialLifecycle:
         result = self._read_result(run_id) if run_id and self._read_result else None
         if result is None:
             self.lose(frozen, reason)
+            self.recovered["lost"] += 1
             return False
         tid = _trial_id(frozen)
         try:
@@ -278,6 +321,7 @@ class TrialLifecycle:
             return False  # another process got there first
         log.info("trial %d recovered from its MLflow run (%s)", frozen.number,
                  result.state.name)
+        self.recovered["told"] += 1
         return True
 
     @uninterrupted
@@ -308,18 +352,29 @@ class TrialLifecycle:
 class SingleProcessLifecycle(TrialLifecycle):
     """sqlite: one process per study, so every RUNNING trial at start is an orphan."""
 
+    owns_study = True  # once recover_orphans found no live process
+
     def recover_orphans(self) -> None:
-        # A RUNNING trial with a fresh heartbeat means another live process: refuse
-        # rather than race it. The rest are orphans of a dead process.
+        # A RUNNING trial with a fresh heartbeat may mean another live process: refuse
+        # rather than race it. Unless the process that ran the study last is known dead
+        # (same host, its pid gone: a restart right after a kill), wait up to the grace
+        # period for the beats to go stale. The rest are orphans of a dead process.
         running = self.trials(states=(TrialState.RUNNING,))
         alive = self._live(running)
-        if alive:
-            raise StorageError(
-                f"study {self.study.study_name!r} is being run by another process (trial "
-                f"{alive[0].number} heartbeat within {GRACE_PERIOD_S}s); sqlite "
-                "serves one process: wait for it, or share the study through "
-                "PostgreSQL (--storage postgresql://...) with `tuner worker`")
-        for t in running:
+        if alive and not _owner_is_dead(self.study.user_attrs.get(ATTR_OWNER)):
+            deadline = time.monotonic() + GRACE_PERIOD_S + HEARTBEAT_INTERVAL_S
+            while alive and time.monotonic() < deadline:
+                time.sleep(min(1.0, HEARTBEAT_INTERVAL_S))
+                alive = self._live(self.trials(states=(TrialState.RUNNING,)))
+            if alive:
+                raise StorageError(
+                    f"study {self.study.study_name!r} is being run by another process "
+                    f"(trial {alive[0].number} heartbeat within {GRACE_PERIOD_S}s); sqlite "
+                    "serves one process: wait for it, or share the study through "
+                    "PostgreSQL (--storage postgresql://...) with `tuner worker`")
+        with uninterruptible():
+            self.study.set_user_attr(ATTR_OWNER, _this_process())
+        for t in self.trials(states=(TrialState.RUNNING,)):
             self.recover(t, "lost: process ended before the trial finished")
 
     def _live(self, running: list[FrozenTrial]) -> list[FrozenTrial]:
@@ -327,15 +382,9 @@ class SingleProcessLifecycle(TrialLifecycle):
 
         Reads Optuna's heartbeat table (no public API tells whether a trial has a beat; a
         trial killed between ask and its first beat has none and is an orphan)."""
-        from optuna.storages._rdb.models import TrialHeartbeatModel
-
         stale = set(self.storage._get_stale_trial_ids(self.study._study_id))  # noqa: SLF001
-        session = self.storage.scoped_session()
-        try:
-            return [t for t in running if _trial_id(t) not in stale
-                    and TrialHeartbeatModel.where_trial_id(_trial_id(t), session) is not None]
-        finally:
-            session.close()
+        unbeaten = {_trial_id(t) for t in _without_heartbeat(self.storage, running)}
+        return [t for t in running if _trial_id(t) not in stale | unbeaten]
 
     def fail_stale(self) -> None:
         return None  # nobody else can hold a trial of this study
@@ -368,6 +417,14 @@ class SharedLifecycle(TrialLifecycle):
         stale = self.storage._get_stale_trial_ids(self.study._study_id)  # noqa: SLF001
         for tid in stale:
             self.recover(self.storage.get_trial(tid), "lost: worker stopped heartbeating")
+        # Optuna finds only trials with a beat stale; a worker killed between asking a
+        # trial and its first beat leaves one that never would be. Started longer than
+        # the grace period ago (by its worker's clock) and still unbeaten: lost too.
+        running = self.trials(states=(TrialState.RUNNING,))
+        horizon = datetime.datetime.now() - datetime.timedelta(seconds=GRACE_PERIOD_S)
+        for t in _without_heartbeat(self.storage, running):
+            if t.datetime_start is not None and t.datetime_start < horizon:
+                self.recover(t, "lost: worker ended before its first heartbeat")
 
     def over_budget(self, asked: list[optuna.Trial], target: int) -> list[optuna.Trial]:
         # Trials are numbered in creation order, so the first ``target`` trials that are
@@ -382,6 +439,8 @@ class SharedLifecycle(TrialLifecycle):
 class InMemoryLifecycle(SingleProcessLifecycle):
     """Optuna's in-memory storage: one process, nothing left from an earlier one, no
     heartbeats to record."""
+
+    owns_study = False  # its tracker (if any) may hold other processes' runs
 
     def heartbeat(self) -> "_NoHeartbeat":
         return _NoHeartbeat()

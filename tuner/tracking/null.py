@@ -51,6 +51,9 @@ class NullTracker:
     def read_result(self, run_id: str) -> None:
         return None
 
+    def close_abandoned(self, reason: str) -> int:
+        return 0
+
     def finish_sweep(self, trials_df, best, study, status: str = "FINISHED",
                      model_logger: Callable[[str], None] | None = None,
                      metrics: dict[str, float] | None = None) -> None:

@@ -319,19 +319,36 @@ class SweepTracker:
         if parent and parent != self.parent_run_id:
             self.close_runs([parent], status="KILLED",
                             reason="its process stopped (trials lost to heartbeat)")
+            # Its runs that no Optuna trial points at (killed between creating a run
+            # and recording its id) would otherwise stay RUNNING for good.
+            self._close_children(parent, reason)
+
+    @uninterrupted
+    def close_abandoned(self, reason: str) -> int:
+        """Close every run of the experiment still RUNNING (sweep and trial runs), when
+        the caller knows no live process owns one (one process per sqlite study): a
+        SIGKILL leaves runs open that no Optuna trial points at (killed between creating
+        a run and recording its id). Returns how many were closed."""
+        with self.timing():
+            runs = self.client.search_runs([self.experiment_id],
+                                           filter_string="attributes.status = 'RUNNING'")
+        self.close_runs([r.info.run_id for r in runs], status="KILLED", reason=reason)
+        return len(runs)
+
+    def _close_children(self, parent_run_id: str, reason: str) -> None:
+        with self.timing():
+            runs = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`{TAG_PARENT}` = '{parent_run_id}' "
+                              "and attributes.status = 'RUNNING'")
+        self.close_runs([r.info.run_id for r in runs], status="KILLED", reason=reason)
 
     @uninterrupted
     def close_running_children(self, reason: str) -> None:
         """Close this invocation's trial runs still RUNNING: an interrupt can land after
         MLflow committed a run and before its id reached Optuna or the tracker."""
-        if self.parent_run_id is None:
-            return
-        with self.timing():
-            runs = self.client.search_runs(
-                [self.experiment_id],
-                filter_string=f"tags.`{TAG_PARENT}` = '{self.parent_run_id}' "
-                              "and attributes.status = 'RUNNING'")
-        self.close_runs([r.info.run_id for r in runs], status="KILLED", reason=reason)
+        if self.parent_run_id is not None:
+            self._close_children(self.parent_run_id, reason)
 
     def finish_sweep(self, trials_df: "pd.DataFrame | None", best: TrialRecord | None,
                      study: "optuna.Study | None", status: str = "FINISHED",
