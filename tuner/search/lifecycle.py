@@ -25,8 +25,6 @@ from __future__ import annotations
 import copy
 import datetime
 import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +37,8 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.inputs.spec import SweepSpec
 from tuner.process import kill_point, uninterrupted, uninterruptible
 from tuner.search import study as studies
+from tuner.search.counting import budget_state, key_trial, lost_numbers, retried_from
+from tuner.search.owner import owner_is_dead, this_process
 from tuner.search.study import (
     ATTR_FAIL_REASON, ATTR_LOST, ATTR_REFIT_EPOCHS, ATTR_RUN_ID, GRACE_PERIOD_S,
     HEARTBEAT_INTERVAL_S, MAX_RETRY, StorageError,
@@ -55,37 +55,6 @@ CloseLostRun = Callable[[str, str], None]  # (run_id, reason)
 ReadResult = Callable[[str], "LoggedResult | None"]  # run_id -> its complete result
 ATTR_RECOVERED = "recovered"  # told from its MLflow run after its process was lost
 ATTR_OWNER = "owner"  # study attribute: host and pid of the process running a sqlite study
-
-
-# --------------------------------------------------------------------------- attributes
-def lost_numbers(trials: Sequence[FrozenTrial]) -> set[int]:
-    """Trials lost to a crash, an interrupt or a dead worker (and so retried)."""
-    lost = {t.number for t in trials if ATTR_LOST in t.user_attrs}
-    for t in trials:
-        lost.update(t.system_attrs.get("retry_history", []))
-    return lost
-
-
-def budget_state(study: optuna.Study) -> tuple[int, int, int]:
-    """(counted, running, waiting) trials: finished trials count, diverged ones included;
-    trials lost to a crash do not."""
-    trials = study.get_trials(deepcopy=False)
-    lost = lost_numbers(trials)
-    counted = sum(t.state.is_finished() and t.number not in lost for t in trials)
-    running = sum(t.state == TrialState.RUNNING for t in trials)
-    waiting = sum(t.state == TrialState.WAITING for t in trials)
-    return counted, running, waiting
-
-
-def retried_from(trial: FrozenTrial) -> int | None:
-    return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
-
-
-def key_trial(trial: FrozenTrial) -> int:
-    """The trial number a trial trains with: a retry reuses its original trial's keys,
-    so it reproduces the result that trial would have had."""
-    origin = retried_from(trial)
-    return trial.number if origin is None else origin
 
 
 def _retry(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -135,25 +104,6 @@ class Heartbeat:
         self._stop.set()
         if self._thread is not threading.current_thread():
             self._thread.join()
-
-
-def _this_process() -> dict:
-    return {"host": socket.gethostname(), "pid": os.getpid()}
-
-
-def _owner_is_dead(owner: dict | None) -> bool:
-    """The process recorded as running a sqlite study is gone (same host, no such pid).
-    A pid reused since, or another host, reads as alive: the caller then waits for the
-    heartbeats to go stale."""
-    if not isinstance(owner, dict) or owner.get("host") != socket.gethostname():
-        return False
-    try:
-        os.kill(int(owner["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, KeyError, TypeError, ValueError, OverflowError):
-        return False
-    return int(owner["pid"]) == os.getpid()  # this process: a new run in the same one
 
 
 def _without_heartbeat(storage: RDBStorage, trials: Sequence[FrozenTrial]
@@ -361,7 +311,7 @@ class SingleProcessLifecycle(TrialLifecycle):
         # period for the beats to go stale. The rest are orphans of a dead process.
         running = self.trials(states=(TrialState.RUNNING,))
         alive = self._live(running)
-        if alive and not _owner_is_dead(self.study.user_attrs.get(ATTR_OWNER)):
+        if alive and not owner_is_dead(self.study.user_attrs.get(ATTR_OWNER)):
             deadline = time.monotonic() + GRACE_PERIOD_S + HEARTBEAT_INTERVAL_S
             while alive and time.monotonic() < deadline:
                 time.sleep(min(1.0, HEARTBEAT_INTERVAL_S))
@@ -373,7 +323,7 @@ class SingleProcessLifecycle(TrialLifecycle):
                     "serves one process: wait for it, or share the study through "
                     "PostgreSQL (--storage postgresql://...) with `tuner worker`")
         with uninterruptible():
-            self.study.set_user_attr(ATTR_OWNER, _this_process())
+            self.study.set_user_attr(ATTR_OWNER, this_process())
         for t in self.trials(states=(TrialState.RUNNING,)):
             self.recover(t, "lost: process ended before the trial finished")
 
