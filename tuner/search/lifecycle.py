@@ -126,7 +126,8 @@ def _without_heartbeat(storage: RDBStorage, trials: Sequence[FrozenTrial]
 class TrialLifecycle:
     """What happens to a study's trials besides ask and tell (see the module docstring).
 
-    ``close_lost_run(run_id, reason)`` closes the MLflow run of a lost trial.
+    ``close_lost_run(run_id, reason)`` closes the MLflow run of a lost trial (a no-op on
+    a run that ended) and the sweep run of the process that owned it.
     """
 
     shared = False
@@ -271,6 +272,9 @@ class TrialLifecycle:
             return False  # another process got there first
         log.info("trial %d recovered from its MLflow run (%s)", frozen.number,
                  result.state.name)
+        # The run is closed already; this closes the sweep run of the process that died
+        # (nobody else would), as for a lost trial.
+        self._close_lost_run(run_id, reason)
         self.recovered["told"] += 1
         return True
 
