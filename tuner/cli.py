@@ -300,6 +300,8 @@ def validate(space: Path = typer.Argument(..., help="search-space YAML file")) -
     from tuner.search.space import grid_size
 
     spec, dataset = _load_inputs(space, None, None, None, None)
+    for notice in dataset.notices:  # the inferred task, columns left out, ...
+        _say(notice)
     size = ""
     if spec.search.method == "grid":
         size = f", grid of {grid_size(spec)} points"
