@@ -173,6 +173,9 @@ class Sweep:
                 self._report(progress, counted, target, time.perf_counter())
                 return SweepOutcome(self.study, {}, self.stats, up_to_date=True,
                                     last_run=last)
+            if last is not None and notify is not None:
+                notify(f"{self.study_name}: the last summary (run {last.info.run_id}) did "
+                       f"not finish ({last.info.status}): summarising again")
         self.tracker.start_sweep(self.spec.to_yaml(), self._sweep_params(target),
                                  {"study": self.study_name}, run_name=self._run_name())
         heartbeat = self.lifecycle.heartbeat()
