@@ -6,8 +6,10 @@ stopped by SIGINT/SIGTERM/SIGHUP (state kept, nothing RUNNING, resumable).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -95,16 +97,34 @@ def _load_inputs(space: Path, method, trials, batch, seed):
     return resolve_inputs(space, method=method, trials=trials, batch=batch, seed=seed)
 
 
+BAR_WIDTH = 10
+
+
 def _progress_bar():
-    # Narrow enough for 80 columns: name, bar, done/total, best, pruned/failed, phase,
-    # elapsed, and an ETA only once it means something (see _eta).
+    # One line at 80 columns: name, bar, then a status text cut to what is left (done/
+    # total, best, phase, pruned/failed, ETA), then the elapsed time.
     return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(bar_width=16),
-        MofNCompleteColumn(), TextColumn("best {task.fields[best]}"),
-        TextColumn("{task.fields[counts]}"), TextColumn("{task.fields[phase]}"),
-        TimeElapsedColumn(), TextColumn("{task.fields[eta]}"),
+        TextColumn("[bold]{task.description}"), BarColumn(bar_width=BAR_WIDTH),
+        TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
         console=console, transient=False,
     )
+
+
+def _status(p, name: str, width: int) -> str:
+    """``13/48  best 0.9667  compiling program 1 of 2  eta 2:13  2 pruned``, in a
+    shorter form (``compiling 1/2``) when the line has not the room, cut as a last resort
+    (the least telling parts last)."""
+    best = "-" if p.best is None else f"{p.best:.4g}"
+    counts = ", ".join(f"{n} {what}" for n, what in ((p.pruned, "pruned"),
+                                                       (p.failed, "failed")) if n)
+    room = width - len(name) - BAR_WIDTH - len("0:00:00") - 3
+    short = re.sub(r" program (\d+) of (\d+)$", r" \1/\2", p.phase)
+    for phase, sep in ((p.phase, "  "), (short, " ")):
+        parts = [f"{p.done}/{p.total}", f"best {best}", phase, _eta(p), counts]
+        text = sep.join(part for part in parts if part)
+        if len(text) <= room:
+            return text
+    return text[:max(room - 1, 0)] + "…"
 
 
 def _eta(p) -> str:
@@ -127,15 +147,14 @@ def _run_sweep(sweep, trials, refit: Optional[bool], register: Optional[str] = N
         _say(notice)
 
     with _progress_bar() as bar:
-        task = bar.add_task(sweep.study_name, total=None, best="-", counts="", phase="",
-                            eta="")
+        task = bar.add_task(sweep.study_name, total=None, status="starting")
+        last = None
 
         def on_progress(p):
-            best = "-" if p.best is None else f"{p.best:.4g}"
-            counts = ", ".join(f"{n} {what}" for n, what in
-                               ((p.pruned, "pruned"), (p.failed, "failed")) if n)
-            bar.update(task, completed=p.done, total=p.total, best=best, counts=counts,
-                       phase=p.phase, eta=_eta(p))
+            nonlocal last
+            last = p
+            bar.update(task, completed=p.done, total=p.total,
+                       status=_status(p, sweep.study_name, bar.console.width))
 
         def notify(line: str) -> None:
             bar.console.print(line, highlight=False, markup=False, soft_wrap=True)
@@ -146,7 +165,9 @@ def _run_sweep(sweep, trials, refit: Optional[bool], register: Optional[str] = N
             outcome.interrupted = outcome.interrupted or signals.stop.is_set()
             # The summary closes the parent run; a second signal still stops it at once.
             result = sweep.finish(outcome, refit=refit is not False, register=register)
-            bar.update(task, phase="done", eta="")
+            if last is not None:
+                done = dataclasses.replace(last, phase="done")
+                bar.update(task, status=_status(done, sweep.study_name, bar.console.width))
     _print_summary(result.study, result.metric, fixed=dict(sweep.spec.fixed))
     if result.size_curve is not None:
         out.print(f"learning curve: {result.size_curve.reading()}", highlight=False,

@@ -95,7 +95,7 @@ def finish(outcome, *, tracker: SweepTracker, dataset: Dataset, spec: SweepSpec,
                           last.info.run_id, tracker.tracking_uri, outcome.stats,
                           False, None, model_uri=last.data.tags.get(TAG_MODEL_URI),
                           up_to_date=True)
-    say("summary and refit of the best trial" if refit and not outcome.interrupted
+    say("summary and refit" if refit and not outcome.interrupted
         else "summary")
     best = best_trial_or_none(study)
     best_record: TrialRecord | None = None
@@ -121,7 +121,7 @@ def finish(outcome, *, tracker: SweepTracker, dataset: Dataset, spec: SweepSpec,
         nonlocal best_model, model_uri
         if refit_job is not None:
             if not refit_job.done():
-                say("refit of the best trial on all the data")
+                say("refit on all the data")
             best_model = refit_job.result()  # a wait for training, not tracking
         kill_point("model")
         if best_model is not None:
