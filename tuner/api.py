@@ -52,8 +52,15 @@ def tune(
 
     sweep = open_sweep(sweep_spec, dataset, storage=storage, tracking_uri=tracking_uri,
                        study_name=name or sweep_spec.name, batch=batch)
-    outcome = sweep.run(trials, notify=log.warning)  # what a crash left, recovered
+    # What a crash left (recovered) is a warning; trials done and new, information. A
+    # sweep already at its budget is summarised and refit again only when refit is on
+    # (the caller wants a model object).
+    outcome = sweep.run(trials, notify=_notify, resummarize=refit)
     result = sweep.finish(outcome, refit=refit, register=register)
     if outcome.interrupted:
         raise KeyboardInterrupt
     return result
+
+
+def _notify(line: str) -> None:
+    (log.warning if line.startswith("recovered") else log.info)(line)

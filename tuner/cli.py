@@ -6,8 +6,10 @@ stopped by SIGINT/SIGTERM/SIGHUP (state kept, nothing RUNNING, resumable).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -18,9 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
     BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-    TimeRemainingColumn,
 )
-from rich.table import Table
 
 from tuner import process, stores
 from tuner.errors import InputError
@@ -97,44 +97,90 @@ def _load_inputs(space: Path, method, trials, batch, seed):
     return resolve_inputs(space, method=method, trials=trials, batch=batch, seed=seed)
 
 
+BAR_WIDTH = 10
+
+
 def _progress_bar():
+    # One line at 80 columns: name, bar, then a status text cut to what is left (done/
+    # total, best, phase, pruned/failed, ETA), then the elapsed time.
     return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("best {task.fields[best]}"), TextColumn("{task.fields[pruned]}"),
-        TimeElapsedColumn(), TextColumn("eta"),
-        TimeRemainingColumn(), console=console, transient=False,
+        TextColumn("[bold]{task.description}"), BarColumn(bar_width=BAR_WIDTH),
+        TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
+        console=console, transient=False,
     )
 
 
-def _run_sweep(sweep, trials, refit: bool, register: Optional[str] = None):
+def _status(p, name: str, width: int) -> str:
+    """``13/48  best 0.9667  compiling program 1 of 2  eta 2:13  2 pruned``, in a
+    shorter form (``compiling 1/2``) when the line has not the room, cut as a last resort
+    (the least telling parts last)."""
+    best = "-" if p.best is None else f"{p.best:.4g}"
+    counts = ", ".join(f"{n} {what}" for n, what in ((p.pruned, "pruned"),
+                                                       (p.failed, "failed")) if n)
+    room = width - len(name) - BAR_WIDTH - len("0:00:00") - 3
+    short = re.sub(r" program (\d+) of (\d+)$", r" \1/\2", p.phase)
+    for phase, sep in ((p.phase, "  "), (short, " ")):
+        parts = [f"{p.done}/{p.total}", f"best {best}", phase, _eta(p), counts]
+        text = sep.join(part for part in parts if part)
+        if len(text) <= room:
+            return text
+    return text[:max(room - 1, 0)] + "…"
+
+
+def _eta(p) -> str:
+    """Time left, from the trials this invocation finished: none while programs compile
+    or load, or before the first trial of this invocation finished."""
+    new = p.done - p.started_done
+    if new <= 0 or p.done >= p.total or p.phase.startswith(("compiling", "loading")):
+        return ""
+    left = p.elapsed_s / new * (p.total - p.done)
+    return f"eta {int(left) // 60}:{int(left) % 60:02d}"
+
+
+def _say(line: str) -> None:
+    console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+def _run_sweep(sweep, trials, refit: Optional[bool], register: Optional[str] = None):
     process.resume_gc()  # the libraries are imported: the sweep's own objects need it
     for notice in sweep.dataset.notices:
-        console.print(notice, highlight=False, soft_wrap=True)
+        _say(notice)
 
     with _progress_bar() as bar:
-        task = bar.add_task(sweep.study_name, total=None, best="-", pruned="")
+        task = bar.add_task(sweep.study_name, total=None, status="starting")
+        last = None
 
         def on_progress(p):
-            best = "-" if p.best is None else f"{p.best:.4f}"
-            pruned = f"pruned {p.pruned}" if p.pruned else ""
-            bar.update(task, completed=p.done, total=p.total, best=best, pruned=pruned)
+            nonlocal last
+            last = p
+            bar.update(task, completed=p.done, total=p.total,
+                       status=_status(p, sweep.study_name, bar.console.width))
+
+        def notify(line: str) -> None:
+            bar.console.print(line, highlight=False, markup=False, soft_wrap=True)
 
         with process.StopSignals(announce=_announce_stop) as signals:
             outcome = sweep.run(trials, progress=on_progress, stop=signals.stop,
-                                notify=lambda line: bar.console.print(line, highlight=False,
-                                                                      soft_wrap=True))
+                                notify=notify, resummarize=refit is True)
             outcome.interrupted = outcome.interrupted or signals.stop.is_set()
             # The summary closes the parent run; a second signal still stops it at once.
-            result = sweep.finish(outcome, refit=refit, register=register)
-    _print_best(result.study, result.metric)
+            result = sweep.finish(outcome, refit=refit is not False, register=register)
+            if last is not None:
+                done = dataclasses.replace(last, phase="done")
+                bar.update(task, status=_status(done, sweep.study_name, bar.console.width))
+    _print_summary(result.study, result.metric, fixed=dict(sweep.spec.fixed))
     if result.size_curve is not None:
-        out.print(f"learning curve: {result.size_curve.reading()}", highlight=False)
-    training, tracking = result.stats.training, result.stats.tracking
-    out.print(f"time: training {training.train_seconds:.1f}s, compiling "
-              f"{training.compile_seconds:.1f}s ({training.programs_compiled} programs, "
-              f"{training.cache_hits} from cache), tracking {tracking.seconds:.1f}s")
+        out.print(f"learning curve: {result.size_curve.reading()}", highlight=False,
+                  markup=False)
+    if not result.up_to_date:
+        training, tracking = result.stats.training, result.stats.tracking
+        out.print(f"time: training {training.train_seconds:.1f}s, compiling "
+                  f"{training.compile_seconds:.1f}s ({training.programs_compiled} programs, "
+                  f"{training.cache_hits} from cache), tracking {tracking.seconds:.1f}s",
+                  highlight=False)
     _write_stats(result)
-    _print_ui_hint(result)
+    _print_pointers(_pointers(sweep.study_name, sweep.storage_url, result.parent_run_id,
+                              result.model_uri, result.tracking_uri, result.experiment_id))
     if outcome.interrupted:
         raise process.Interrupted(signals.signum or signal.SIGINT)
     _fail_if_nothing_ran(result)
@@ -188,41 +234,56 @@ def _write_stats(result) -> None:
         }, fh)
 
 
-def _print_best(study, metric: str, top: int = 10) -> None:
-    from optuna.trial import TrialState
+def _print_summary(study, metric: str, top: int = 10, fixed: dict | None = None,
+                   all_columns: bool = False) -> None:
+    """The best trial (every parameter, whole), the top trials as a table that fits the
+    terminal (or every column with ``all_columns``), and the trial counts by reason."""
+    from tuner.summary import report
 
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    reverse = study.direction.name == "MAXIMIZE"
-    done.sort(key=lambda t: t.value, reverse=reverse)
-    table = Table(title=f"best trials of {study.study_name} ({metric})")
-    table.add_column("trial", justify="right")
-    table.add_column(metric, justify="right")
-    names = sorted({k for t in done for k in t.params})
-    for name in names:
-        table.add_column(name)
-    for t in done[:top]:
-        table.add_row(str(t.number), f"{t.value:.4f}",
-                      *[_fmt(t.params.get(n)) for n in names])
-    out.print(table)
-    states = {}
-    for t in study.get_trials(deepcopy=False):
-        states[t.state.name] = states.get(t.state.name, 0) + 1
-    out.print("trials: " + ", ".join(f"{v} {k.lower()}" for k, v in sorted(states.items())))
+    for line in report.best_lines(study, metric, fixed):
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
+    width = None if all_columns else out.width
+    table, left_out = report.top_table(study, metric, width, top)
+    if table.row_count:
+        out.print()
+        if all_columns:  # as wide as it needs: never cropped nor wrapped
+            from rich.measure import Measurement
+
+            need = Measurement.get(out, out.options.update_width(10_000), table).maximum
+            wide = Console(file=out.file, width=max(need, out.width),
+                           force_terminal=out.is_terminal, no_color=out.no_color)
+            wide.print(table, crop=False)
+        else:
+            out.print(table)
+        for i, line in enumerate(report.left_out_lines(left_out, study.study_name)):
+            # the list may wrap between names; the command line never does
+            out.print(line, highlight=False, markup=False, soft_wrap=i > 0)
+    for line in report.count_lines(study):
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
-def _fmt(v) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+def _pointers(study_name: str, storage_url: str | None, parent_run_id, model_uri,
+              tracking_uri: str | None, experiment_id):
+    from tuner.summary.report import Pointers
+
+    command = link = None
+    if tracking_uri:
+        if tracking_uri.startswith("http"):
+            link = (f"{stores.redact_url(tracking_uri).rstrip('/')}/#/experiments/"
+                    f"{experiment_id}/runs?workflowType=machine_learning")
+        else:
+            command = stores.ui_command(tracking_uri)
+            link = stores.runs_url("127.0.0.1", 5000, experiment_id)
+    return Pointers(study_name, stores.redact_url(storage_url) if storage_url else None,
+                    parent_run_id, model_uri, experiment_id,
+                    stores.redact_url(tracking_uri) if tracking_uri else None, command, link)
 
 
-def _print_ui_hint(result) -> None:
-    uri = result.tracking_uri
-    if uri.startswith("http"):
-        out.print(f"MLflow: {stores.redact_url(uri)}/#/experiments/{result.experiment_id}"
-                  "/runs?workflowType=machine_learning")
-        return
-    out.print(f"open the MLflow UI:  {stores.ui_command(uri)}")
-    out.print("then browse:        "
-              + stores.runs_url("127.0.0.1", 5000, result.experiment_id))
+def _print_pointers(pointers) -> None:
+    """Each on one line, never wrapped, so that a command or link is copied whole."""
+    out.print()
+    for line in pointers.lines():
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- commands
@@ -237,7 +298,10 @@ def run(
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL"),
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI"),
     study: Optional[str] = typer.Option(None, help="study name (default: the spec's name)"),
-    refit: bool = typer.Option(True, help="refit the best configuration on all data"),
+    refit: Optional[bool] = typer.Option(
+        None, "--refit/--no-refit",
+        help="refit the best configuration on all data (default: when trials ran; "
+             "--refit also summarises and refits a sweep already at its budget)"),
     register: Optional[str] = typer.Option(
         None, help="register the refit model under this name in MLflow's Model Registry"),
 ) -> None:
@@ -257,6 +321,8 @@ def validate(space: Path = typer.Argument(..., help="search-space YAML file")) -
     from tuner.search.space import grid_size
 
     spec, dataset = _load_inputs(space, None, None, None, None)
+    for notice in dataset.notices:  # the inferred task, columns left out, ...
+        _say(notice)
     size = ""
     if spec.search.method == "grid":
         size = f", grid of {grid_size(spec)} points"
@@ -269,18 +335,62 @@ def validate(space: Path = typer.Argument(..., help="search-space YAML file")) -
 @_guard
 def show(
     study: str = typer.Argument(..., help="study name"),
-    storage: Optional[str] = typer.Option(None, help="Optuna storage URL"),
+    storage: Optional[str] = typer.Option(
+        None, help="Optuna storage URL (default: mlruns/optuna.db in this folder)"),
+    tracking_uri: Optional[str] = typer.Option(
+        None, help="MLflow tracking URI (default: mlflow.db beside a sqlite storage)"),
     top: int = typer.Option(10, min=1, help="how many trials to list"),
+    all_columns: bool = typer.Option(
+        False, "--all", help="every hyperparameter column, however wide the table"),
 ) -> None:
-    """The best trials of a stored study."""
+    """The best trials of a stored study, and where its results are."""
     from tuner.search.study import load_study, open_storage, stored_spec
 
     url = storage or stores.default_storage_url(stores.results_root())
-    _require_existing_sqlite(url)
+    _require_existing_sqlite(url, given=storage is not None)
     quiet_libraries()
     loaded = load_study(open_storage(url), study)
-    metric = stored_spec(loaded).metric or "value"
-    _print_best(loaded, metric, top)
+    spec = stored_spec(loaded)
+    metric = spec.metric or "value"
+    _print_summary(loaded, metric, top, fixed=dict(spec.fixed), all_columns=all_columns)
+    _print_pointers(_stored_pointers(study, url, tracking_uri))
+
+
+def _stored_pointers(study: str, storage_url: str, tracking_uri: Optional[str]):
+    """A stored study's pointers: its last parent run and model, read from MLflow (the
+    experiment of the study's name) when a tracking store is found."""
+    tracking_uri = tracking_uri or _tracking_beside(storage_url)
+    run_id = model_uri = experiment_id = None
+    if tracking_uri is not None:
+        from mlflow import MlflowClient
+
+        from tuner.summary.finalize import TAG_MODEL_URI
+
+        client = MlflowClient(tracking_uri=tracking_uri)
+        exp = client.get_experiment_by_name(study)
+        if exp is not None:
+            experiment_id = exp.experiment_id
+            name = study.replace("'", "\\'")
+            runs = client.search_runs([exp.experiment_id], f"tags.study = '{name}'",
+                                      order_by=["attributes.start_time DESC"],
+                                      max_results=20)
+            finished = [r for r in runs if r.info.status == "FINISHED"] or runs
+            if finished:
+                run_id = finished[0].info.run_id
+                model_uri = finished[0].data.tags.get(TAG_MODEL_URI)
+        else:
+            tracking_uri = None
+    return _pointers(study, storage_url, run_id, model_uri, tracking_uri, experiment_id)
+
+
+def _tracking_beside(storage_url: str) -> Optional[str]:
+    """``sqlite:///DIR/mlflow.db`` when the storage is ``sqlite:///DIR/optuna.db`` and
+    that file exists (the embedded layout); else None."""
+    path = stores.sqlite_path(storage_url)
+    if path is None:
+        return None
+    beside = Path(path).with_name("mlflow.db")
+    return stores.default_tracking_uri(beside.parent) if beside.exists() else None
 
 
 @app.command()
@@ -329,12 +439,20 @@ def ui(
     raise typer.Exit(serve(cmd))
 
 
-def _require_existing_sqlite(url: str) -> None:
+def _require_existing_sqlite(url: str, given: bool = False) -> None:
     """Reading a study must not create an empty database as a side effect."""
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///"):]
         if not os.path.exists(path):
-            raise InputError(f"no study database at {path}")
+            hint = "" if given else (
+                "; run this in the folder you ran the sweep in, or point at its "
+                "database with --storage sqlite:////PATH/TO/mlruns/optuna.db (or a "
+                "PostgreSQL URL)")
+            raise InputError(f"no study database at {path}{hint}")
 
 
 logging.getLogger("jax._src.xla_bridge").setLevel(logging.ERROR)
+
+
+if __name__ == "__main__":
+    console_main()

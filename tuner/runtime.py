@@ -37,6 +37,15 @@ def quiet_libraries() -> None:
     # We record heartbeats ourselves for the batched ask/tell loop (engine._Heartbeat).
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
     warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
+    # Logging the model with its input example: MLflow infers a schema from the example
+    # and hints that integer columns cannot hold missing values, but the model's
+    # signature is given (tuner.summary.model: a table's columns are optional and
+    # imputed); and its example serializer compares columns to a range, which pandas 3
+    # deprecates. Neither is the user's to act on. Only these two messages, only there.
+    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer",
+                            category=UserWarning, module=r"mlflow\.")
+    warnings.filterwarnings("ignore", message="Operation with range is deprecated",
+                            module=r"mlflow\.models\.utils")
 
 
 def optuna_experimental_warning() -> type[Warning]:

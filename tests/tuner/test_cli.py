@@ -53,6 +53,9 @@ def test_run_grid_prints_table_and_ui_link(grid_run):
             in proc.stdout)
     assert "mlflow ui --backend-store-uri" in proc.stdout
     assert sorted(p.name for p in (work / "mlruns").glob("*.db")) == ["mlflow.db", "optuna.db"]
+    (parent,) = parent_runs(runs_of(work, GRID_NAME))
+    assert f"parent run: {parent.info.run_id}" in proc.stdout
+    assert f"model:      runs:/{parent.info.run_id}/model" in proc.stdout
 
 
 def test_run_grid_optuna_trials(grid_run):
@@ -319,13 +322,19 @@ def test_diverging_trial_fails_alone(results_dir, capsys):
     spec = iris_spec("iris-diverge", method="grid",
                      space={"learning_rate": [0.1, 1.0e6]})
     path = write_spec(results_dir / "diverge.yaml", spec)
+    capsys.readouterr()
     assert invoke(["run", path, "--no-refit"]) == 0
+    out = capsys.readouterr().out
     study = load_study(results_dir, "iris-diverge")
     by_lr = {t.params["learning_rate"]: t for t in study.trials}
     assert len(study.trials) == 2
     bad, good = by_lr[1.0e6], by_lr[0.1]
     assert bad.state.name == "FAIL"
     assert bad.user_attrs["fail_reason"].startswith("diverged")
+    # The summary counts failures by reason and gives each failed trial's reason.
+    assert "trials: 1 complete, 1 fail" in out
+    assert "failed: 1 diverged" in out
+    assert f"  trial {bad.number}: {bad.user_attrs['fail_reason']}" in out
     assert good.state.name == "COMPLETE" and 0.0 <= good.value <= 1.0
     client = mlflow_client(results_dir)
     bad_run = client.get_run(bad.user_attrs["mlflow_run_id"])

@@ -148,12 +148,16 @@ def test_sigkill_at_any_moment_loses_and_duplicates_nothing(results_dir, e2e_env
             recover_s.append(float(seconds))
             recoveries["told"] += int(told)
             recoveries["lost"] += int(lost)
-    for hook in SUMMARY_HOOKS:  # the budget is reached: a rerun redoes the summary
-        code, err = _run_until_killed(args, results_dir, e2e_env, hook, None)
+    # The budget is reached. --refit: summarise again even if the last run above got to
+    # finish its summary (a finished sweep rerun otherwise makes no new parent run).
+    for hook in SUMMARY_HOOKS:
+        code, err = _run_until_killed(args + ["--refit"], results_dir, e2e_env, hook, None)
         assert code == -signal.SIGKILL, err[-3000:]
         kills[hook.split(":")[0]] += 1
+    # Without --refit: the last parent run was killed inside the summary, so it is redone.
     code, err = _run_until_killed(args, results_dir, e2e_env, None, None)
     assert code == 0, err[-3000:]
+    assert "is complete: no new parent run" not in err
 
     assert sum(kills.values()) >= 20, kills
     assert set(kills) >= {"ask", "runs", "train", "log", "tell", "finish", "refit", "model"}

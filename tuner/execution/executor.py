@@ -128,6 +128,8 @@ class Executor:
         self._load_estimate_s = load_estimate_s  # a program in the program store
         self._flops_per_s = flops_per_s
         self._n_train_real = float((np.asarray(folds.w_train) > 0).sum(axis=1).mean())
+        # Told what starts before each program: "compiling program 1 of 2" (progress).
+        self.on_phase: Callable[[str], None] | None = None
 
     # ------------------------------------------------------------------ planning
     def signature(self, configs: Sequence[TrialConfig]) -> Signature:
@@ -228,8 +230,11 @@ class Executor:
         if not 0 < n_epochs <= SEGMENT_EPOCHS:
             raise ValueError(f"a segment trains 1..{SEGMENT_EPOCHS} epochs, got {n_epochs}")
         outcomes: list[SegmentOutcome | None] = [None] * len(configs)
-        for group in self.plan_groups(configs, n_epochs):
+        groups = self.plan_groups(configs, n_epochs)
+        for k, group in enumerate(groups, 1):
             members = [configs[i] for i in group]
+            if self.on_phase is not None:
+                self.on_phase(f"{self._step(members, n_epochs)} program {k} of {len(groups)}")
             try:
                 results = self._run_group(members, [states[i] for i in group],
                                           start_epoch, n_epochs)
@@ -243,6 +248,15 @@ class Executor:
             if on_group is not None:
                 on_group(list(group), results)
         return outcomes  # type: ignore[return-value]
+
+    def _step(self, members: Sequence[TrialConfig], n_epochs: int) -> str:
+        """What running these members' program starts with: compiling, loading (from
+        the program store) or training."""
+        sig = self.signature(members)
+        n_lanes, _ = self._lanes_and_cost(sig, len(members), n_epochs)
+        if n_lanes in self._compiled.get(sig, ()):
+            return "training"
+        return "compiling" if self._needs_compile(sig, n_lanes) else "loading"
 
     def run(self, configs: Sequence[TrialConfig],
             on_group: Callable[[list[int], list[SegmentOutcome]], None] | None = None

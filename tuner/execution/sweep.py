@@ -54,6 +54,8 @@ class Progress:
     elapsed_s: float
     pruned: int = 0
     failed: int = 0
+    phase: str = ""        # what the process is doing: "compiling program 1 of 2", ...
+    started_done: int = 0  # trials counted when this invocation started
 
 
 @dataclasses.dataclass
@@ -75,6 +77,10 @@ class SweepOutcome:
     stats: SweepStats
     interrupted: bool = False   # stopped before the budget (a stop signal, Ctrl-C)
     aborted: bool = False       # stopped at once (a second signal): no summary to write
+    # At its budget already, with its last summary finished: nothing was run, no parent
+    # run opened; ``last_run`` is that summary's MLflow run (what the fronts point at).
+    up_to_date: bool = False
+    last_run: object = None
 
 
 def space_choices(spec: SweepSpec) -> Choices:
@@ -126,6 +132,11 @@ class Sweep:
                            self.lifecycle)
         self.records: dict[int, TrialRecord] = {}
         self.pool: list[LiveTrial] = []
+        self._progress: Callable[[Progress], None] | None = None
+        self._phase = ""
+        self._last_progress: Progress | None = None
+        self._started_done = 0
+        self.executor.on_phase = self._set_phase
         self.epochs_full = 0  # epochs the ended trials would have trained unpruned
 
     @property
@@ -135,12 +146,36 @@ class Sweep:
     # ------------------------------------------------------------------ main loop
     def run(self, trials: int | None = None, progress: Callable[[Progress], None] | None = None,
             stop: threading.Event | None = None,
-            notify: Callable[[str], None] | None = None) -> SweepOutcome:
+            notify: Callable[[str], None] | None = None,
+            resummarize: bool = False) -> SweepOutcome:
         """Work until the study holds ``trials`` counted trials (default: the stored
         budget, else the spec's). KeyboardInterrupt leaves a resumable study.
-        ``notify`` receives one-line notices (what was recovered from a crash)."""
+        ``notify`` receives one-line notices (how many trials are done and new, what was
+        recovered from a crash).
+
+        A study already at its budget whose last parent run FINISHED is left as it is
+        (``SweepOutcome.up_to_date``: no parent run, nothing to summarise) unless
+        ``resummarize``; when that run did not finish (a stop inside the summary), the
+        summary is done again."""
         target = self._target(trials)
         self._recover(notify)
+        counted, _, _ = self.lifecycle.budget_state()
+        self._announce(trials, counted, target, notify)
+        self._phase = "starting"
+        self._progress, self._started_done = progress, counted
+        if counted >= target and not resummarize:
+            last = self.tracker.last_sweep_run(self.study_name)
+            if last is not None and last.info.status == "FINISHED":
+                if notify is not None:
+                    notify(f"{self.study_name}: the last summary (run {last.info.run_id}) "
+                           "is complete: no new parent run, no refit (--refit to "
+                           "summarise and refit again)")
+                self._report(progress, counted, target, time.perf_counter())
+                return SweepOutcome(self.study, {}, self.stats, up_to_date=True,
+                                    last_run=last)
+            if last is not None and notify is not None:
+                notify(f"{self.study_name}: the last summary (run {last.info.run_id}) did "
+                       f"not finish ({last.info.status}): summarising again")
         self.tracker.start_sweep(self.spec.to_yaml(), self._sweep_params(target),
                                  {"study": self.study_name}, run_name=self._run_name())
         heartbeat = self.lifecycle.heartbeat()
@@ -190,6 +225,21 @@ class Sweep:
         self._report(progress, counted, target, started)
         return SweepOutcome(self.study, self.records, self.stats, interrupted, aborted)
 
+    def _announce(self, trials: int | None, counted: int, target: int,
+                  notify: Callable[[str], None] | None) -> None:
+        """Say at the start what this invocation will do: trials done and new."""
+        if notify is None:
+            return
+        if trials is not None and trials < counted:
+            notify(f"{self.study_name}: {trials} trials asked for, but {counted} are "
+                   f"already done: no new trial is run")
+        elif counted >= target:
+            notify(f"{self.study_name}: all {target} trials are done: none to run "
+                   f"(--trials N for a larger budget)")
+        else:
+            notify(f"{self.study_name}: {counted} trials done, {target - counted} new "
+                   f"(budget {target})")
+
     def _recover(self, notify: Callable[[str], None] | None) -> None:
         """What a killed process left: its trials told from MLflow or lost (and queued
         again), its runs closed."""
@@ -213,7 +263,7 @@ class Sweep:
 
         return finish(outcome, tracker=self.tracker, dataset=self.dataset, spec=self.spec,
                       params_of=self.params_of, programs=self.executor.programs, refit=refit,
-                      splits=self.splits, register=register)
+                      splits=self.splits, register=register, phase=self._set_phase)
 
     def _drop_over_budget(self, asked: list[optuna.Trial], target: int) -> list[optuna.Trial]:
         """Trials asked beyond the budget (workers asking at once) are closed as over
@@ -253,9 +303,17 @@ class Sweep:
         pick = max if self.spec.greater_is_better else min
         best = pick(t.value for t in done) if done else None
         states = [t.state for t in trials]
-        progress(Progress(counted, target, best, time.perf_counter() - started,
-                          pruned=states.count(TrialState.PRUNED),
-                          failed=states.count(TrialState.FAIL)))
+        self._last_progress = Progress(counted, target, best, time.perf_counter() - started,
+                                       pruned=states.count(TrialState.PRUNED),
+                                       failed=states.count(TrialState.FAIL),
+                                       phase=self._phase, started_done=self._started_done)
+        progress(self._last_progress)
+
+    def _set_phase(self, phase: str) -> None:
+        """Tell the progress display what starts now (the counts as last reported)."""
+        self._phase = phase
+        if self._progress is not None and self._last_progress is not None:
+            self._progress(dataclasses.replace(self._last_progress, phase=phase))
 
     def params_of(self, trial: FrozenTrial) -> dict:
         """The trial's hyperparameters under the space's names, plus the fixed ones."""
@@ -316,6 +374,8 @@ class Sweep:
             kill_point("train")
             self.executor.train([t.config for t in members], [t.state for t in members],
                                 start, stop - start, on_group=judge_group)
+            if any(not job.done() for job in jobs):
+                self._set_phase("logging trials to MLflow")
             with self.tracker.timing():  # only the wait the overlap did not hide
                 for job in jobs:
                     job.result()

@@ -18,7 +18,7 @@ import numpy as np
 
 from tuner.errors import DataError
 from tuner.inputs.spec import ARRAYS_SOURCE, SKLEARN_SOURCES, DataSpec, parse_data_spec
-from tuner.inputs.targets import CLASSIFICATION_TASKS, encode_target, label
+from tuner.inputs.targets import CLASSIFICATION_TASKS, encode_target, inferred_notice, label
 
 __all__ = ["CLASSIFICATION_TASKS", "Dataset", "check_folds", "from_arrays", "load_data",
            "load_npz", "load_sklearn"]
@@ -151,6 +151,7 @@ def from_arrays(X: Any, y: Any, task: str | None = None,
             return from_frame_and_target(X, y, task=task, class_weight=class_weight)
         feature_names = feature_names or [str(c) for c in X.columns]
     X = _features(X, feature_names)
+    y_dtype = str(getattr(y, "dtype", "")) or None  # a pandas category stays "category"
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
@@ -178,15 +179,17 @@ def from_arrays(X: Any, y: Any, task: str | None = None,
         from tuner.inputs.tables.reading import TableProblems
 
         raise TableProblems(problems)
-    y, task, classes, n_outputs = encode_target(y, task)
-    notices = ()
+    raw_y = y
+    y, task_, classes, n_outputs = encode_target(y, task, dtype=y_dtype)
+    notices = [] if task is not None else [inferred_notice(raw_y, task_, n_outputs)]
+    task = task_
     n_missing = int(np.isnan(X).sum())
     if n_missing:
-        notices = (missing_notice({feature_names[j]: int(np.isnan(X[:, j]).sum())
-                                   for j in np.flatnonzero(np.isnan(X).any(axis=0))}),)
+        notices.append(missing_notice({feature_names[j]: int(np.isnan(X[:, j]).sum())
+                                       for j in np.flatnonzero(np.isnan(X).any(axis=0))}))
     return _frozen(Dataset(X=np.ascontiguousarray(X, np.float32), y=y, task=task,
                            feature_names=feature_names, classes=classes, n_outputs=n_outputs,
-                           class_weight=class_weight, notices=notices))
+                           class_weight=class_weight, notices=tuple(notices)))
 
 
 def missing_notice(counts: Mapping[str, int]) -> str:
@@ -228,19 +231,25 @@ def _features(X: Any, names: Sequence[str] | None = None) -> np.ndarray:
         raise DataError(f"X must be 2-D [n, d], got shape {X.shape}")
     if X.dtype == bool:
         return X.astype(np.float64)
-    if not np.issubdtype(X.dtype, np.number):
+    if not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.complexfloating):
+        names = list(names) if names is not None else [f"x{i}" for i in range(X.shape[1])]
         try:
+            if np.issubdtype(X.dtype, np.complexfloating):
+                raise TypeError
             return X.astype(np.float64)
         except (TypeError, ValueError):
-            names = list(names) if names is not None else [f"x{i}" for i in range(X.shape[1])]
             bad = [names[j] for j in range(X.shape[1]) if not _castable(X[:, j])]
-            raise DataError(f"X must be numeric; not numbers in columns {bad[:10]} "
-                            "(pass a pandas DataFrame to one-hot encode text columns)"
-                            ) from None
+            listed = ", ".join(f"{n!r} ({X.dtype})" for n in bad[:10])
+            more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+            raise DataError(f"X must be numeric; columns that are not numbers: "
+                            f"{listed}{more} (pass a pandas DataFrame to one-hot encode "
+                            "text and category columns)") from None
     return X
 
 
 def _castable(column: np.ndarray) -> bool:
+    if np.issubdtype(column.dtype, np.complexfloating):
+        return False
     try:
         column.astype(np.float64)
     except (TypeError, ValueError):

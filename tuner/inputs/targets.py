@@ -7,7 +7,9 @@ target                                            task
 ================================================  ==========
 1-D float                                         regression
 1-D integers with more than MAX_INFERRED_CLASSES  regression
-(30) distinct values
+(30) distinct values, or with at least
+MIN_SHARE_CLASSES (10) distinct values and more
+than MAX_CLASS_SHARE (half) of the rows
 1-D int / bool / string, 2 classes                binary
 1-D int / bool / string, > 2 classes              multiclass
 2-D [n, k], every value 0 or 1                    multilabel
@@ -28,6 +30,10 @@ CLASSIFICATION_TASKS = ("binary", "multiclass")
 # An integer target with more distinct values than this is a quantity, not classes (a
 # count or a price in whole units); data.task: multiclass says otherwise.
 MAX_INFERRED_CLASSES = 30
+# Nor is one with more distinct values than this share of the rows (most "classes"
+# would have one or two rows: nothing to learn or stratify by).
+MAX_CLASS_SHARE = 0.5
+MIN_SHARE_CLASSES = 10  # the share rule starts at this many distinct values
 
 
 def label(v: Any) -> Any:
@@ -38,9 +44,12 @@ def _is_01(y: np.ndarray) -> bool:
     return bool(np.isin(y, (0, 1)).all())
 
 
-def encode_target(y: np.ndarray, task: str | None
+def encode_target(y: np.ndarray, task: str | None, dtype: str | None = None
                   ) -> tuple[np.ndarray, str, np.ndarray | None, int]:
-    """(encoded y, task, classes, n_outputs) after inferring or checking the task."""
+    """(encoded y, task, classes, n_outputs) after inferring or checking the task.
+    ``dtype``: the target's dtype as the user gave it, for messages (a pandas
+    ``category`` column is an object array here)."""
+    shown = dtype or str(y.dtype)
     if task is not None and task not in TASKS:
         raise DataError(f"data.task: unknown task {task!r}; expected one of {list(TASKS)}")
     numeric = y.dtype == bool or np.issubdtype(y.dtype, np.number)
@@ -62,7 +71,7 @@ def encode_target(y: np.ndarray, task: str | None
                 task = "regression"
             else:
                 raise DataError(f"a 2-D target must be 0/1 labels (multilabel) or floats "
-                                f"(regression), got dtype {y.dtype}; set data.task")
+                                f"(regression), got dtype {shown}; set data.task")
         if task in CLASSIFICATION_TASKS:
             raise DataError(f"data.task: {task} needs a 1-D target, got shape {y.shape}")
         if task == "multilabel":
@@ -73,14 +82,14 @@ def encode_target(y: np.ndarray, task: str | None
                 raise DataError(f"label column {const[0]} has a single value; "
                                 "a multilabel target needs both 0 and 1 in every column")
             return y.astype(np.float32), task, None, int(y.shape[1])
-        return _regression(y, numeric)
+        return _regression(y, numeric, shown)
 
     if task is None:
         task = infer_task(y)
     if task == "multilabel":
         raise DataError(f"data.task: multilabel needs a 2-D target [n, k], got shape {y.shape}")
     if task == "regression":
-        return _regression(y, numeric)
+        return _regression(y, numeric, shown)
 
     if floating and not np.all(y == np.round(y)):
         raise DataError(f"data.task: {task} needs class labels, the target has "
@@ -108,14 +117,34 @@ def infer_task(y: np.ndarray) -> str:
     1-D target (the module docstring's table)."""
     if y.dtype != bool and np.issubdtype(y.dtype, np.floating):
         return "regression"
-    if y.dtype != bool and np.issubdtype(y.dtype, np.integer) \
-            and np.unique(y).size > MAX_INFERRED_CLASSES:
-        return "regression"
+    if y.dtype != bool and np.issubdtype(y.dtype, np.integer):
+        distinct = np.unique(y).size
+        if distinct > MAX_INFERRED_CLASSES or (
+                distinct >= MIN_SHARE_CLASSES and distinct > MAX_CLASS_SHARE * y.size):
+            return "regression"
     return "classification"
 
 
-def _regression(y: np.ndarray, numeric: bool) -> tuple[np.ndarray, str, None, int]:
+def inferred_notice(y: np.ndarray, task: str, n_outputs: int) -> str:
+    """One line: the task inferred for target ``y`` (raw values), why, and how to say
+    otherwise."""
+    if y.ndim == 2:
+        why = f"a target of {y.shape[1]} columns"
+    elif task == "regression":
+        if y.dtype != bool and np.issubdtype(y.dtype, np.integer):
+            why = f"integer target with {np.unique(y).size} distinct values in {y.size} rows"
+        else:
+            why = "numbers with fractions"
+    else:
+        why = f"{2 if task == 'binary' else n_outputs} classes"
+    other = "multiclass" if task == "regression" else "regression"
+    return (f"data: task {task} inferred ({why}); to override, set task: in the spec's "
+            f"data section (e.g. task: {other})")
+
+
+def _regression(y: np.ndarray, numeric: bool, shown: str
+                ) -> tuple[np.ndarray, str, None, int]:
     if not numeric:
-        raise DataError(f"data.task: regression needs a numeric target, got dtype {y.dtype}")
+        raise DataError(f"data.task: regression needs a numeric target, got dtype {shown}")
     y = y.astype(np.float32)
     return y, "regression", None, 1 if y.ndim == 1 else int(y.shape[1])

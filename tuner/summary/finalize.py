@@ -23,6 +23,8 @@ from tuner.tracking import SweepTracker, TrialRecord
 
 log = logging.getLogger(__name__)
 
+TAG_MODEL_URI = "model_uri"  # parent run tag: where its refit model loads from
+
 
 @dataclasses.dataclass
 class TuneResult:
@@ -40,6 +42,10 @@ class TuneResult:
     stats: object = None
     interrupted: bool = False
     size_curve: object = None   # tuner.summary.size_curve.SizeCurve, or None
+    # runs:/<parent run>/model, or models:/<name>/<version> when registered; None
+    # without a model. A rerun of a finished sweep points at its last summary's.
+    model_uri: str | None = None
+    up_to_date: bool = False    # nothing was run or summarised (the budget was done)
 
     @property
     def best_trial(self) -> optuna.trial.FrozenTrial:
@@ -72,11 +78,25 @@ def best_trial_or_none(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
 
 def finish(outcome, *, tracker: SweepTracker, dataset: Dataset, spec: SweepSpec,
            params_of: Callable[[optuna.trial.FrozenTrial], dict], programs: ProgramCache,
-           refit: bool = True, splits=None, register: str | None = None) -> TuneResult:
+           refit: bool = True, splits=None, register: str | None = None,
+           phase: Callable[[str], None] | None = None) -> TuneResult:
     """Summarise ``outcome`` (a ``SweepOutcome``) into the parent run, refit the best
     configuration on all of ``dataset`` (registered as ``register`` when given) and draw
-    its learning curve against training-set size over ``splits``."""
+    its learning curve against training-set size over ``splits``. ``phase`` is told
+    what starts ("summary", "refit", "model").
+
+    An up-to-date outcome (a finished sweep run again) writes nothing: the result
+    points at the last summary's parent run and model."""
     study = outcome.study
+    say = phase or (lambda _: None)
+    if getattr(outcome, "up_to_date", False):
+        last = outcome.last_run
+        return TuneResult(study, spec.metric, None, tracker.experiment_id,
+                          last.info.run_id, tracker.tracking_uri, outcome.stats,
+                          False, None, model_uri=last.data.tags.get(TAG_MODEL_URI),
+                          up_to_date=True)
+    say("summary and refit" if refit and not outcome.interrupted
+        else "summary")
     best = best_trial_or_none(study)
     best_record: TrialRecord | None = None
     curve = None
@@ -95,15 +115,23 @@ def finish(outcome, *, tracker: SweepTracker, dataset: Dataset, spec: SweepSpec,
         best_record = outcome.records.get(best.number) or tracker.load_record(
             best.user_attrs.get(ATTR_RUN_ID), best.number)
     best_model: BestModel | None = None
+    model_uri: str | None = None
 
-    def model_logger(_run_id: str) -> None:
-        nonlocal best_model
+    def model_logger(run_id: str) -> None:
+        nonlocal best_model, model_uri
         if refit_job is not None:
+            if not refit_job.done():
+                say("refit on all the data")
             best_model = refit_job.result()  # a wait for training, not tracking
         kill_point("model")
         if best_model is not None:
+            say("logging the model")
             with tracker.timing():
-                log_best_model(best_model, dataset, registered_model_name=register)
+                info = log_best_model(best_model, dataset, registered_model_name=register)
+            version = getattr(info, "registered_model_version", None)
+            model_uri = (f"models:/{register}/{version}" if register and version
+                         else f"runs:/{run_id}/model")
+            tracker.set_tags(run_id, {TAG_MODEL_URI: model_uri})
 
     kill_point("finish")
     status = "KILLED" if outcome.interrupted else "FINISHED"
@@ -123,6 +151,6 @@ def finish(outcome, *, tracker: SweepTracker, dataset: Dataset, spec: SweepSpec,
         best_model = refit_job.result()
     return TuneResult(study, spec.metric, best_model, tracker.experiment_id,
                       tracker.parent_run_id, tracker.tracking_uri, outcome.stats,
-                      outcome.interrupted, curve)
+                      outcome.interrupted, curve, model_uri=model_uri)
 
 

@@ -167,11 +167,11 @@ def input_example(best: BestModel, dataset: Dataset, rows: int = 5) -> pd.DataFr
 
 
 def log_best_model(best: BestModel, dataset: Dataset,
-                   registered_model_name: str | None = None) -> None:
+                   registered_model_name: str | None = None):
     """Log ``best`` as the MLflow model "model" of the active run (and register it under
-    ``registered_model_name`` in the Model Registry when given)."""
+    ``registered_model_name`` in the Model Registry when given); MLflow's ``ModelInfo``."""
     example = input_example(best, dataset)
-    mlflow.pyfunc.log_model(
+    return mlflow.pyfunc.log_model(
         name="model",
         python_model=TunedModelPyfunc(best),
         signature=model_signature(best, example),

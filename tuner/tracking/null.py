@@ -54,6 +54,12 @@ class NullTracker:
     def close_abandoned(self, reason: str) -> int:
         return 0
 
+    def last_sweep_run(self, study: str) -> None:
+        return None
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        return None
+
     def finish_sweep(self, trials_df, best, study, status: str = "FINISHED",
                      model_logger: Callable[[str], None] | None = None,
                      metrics: dict[str, float] | None = None) -> None:

@@ -162,6 +162,21 @@ class SweepTracker:
         self.parent_run_id = run_id
         return run_id
 
+    def last_sweep_run(self, study: str):
+        """The newest parent run of ``study`` in this experiment (an MLflow ``Run``), or
+        None: what a rerun of a finished sweep points at instead of making a new one."""
+        name = study.replace("'", "\\'")
+        with self.timing():
+            runs = self.client.search_runs([self.experiment_id],
+                                           filter_string=f"tags.study = '{name}'",
+                                           order_by=["attributes.start_time DESC"],
+                                           max_results=1)
+        return runs[0] if runs else None
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        with self.timing():
+            self._log(run_id, tags=tags)
+
     def log_trials(self, records: list[TrialRecord], *, timed: bool = True) -> dict[int, str]:
         """One nested run per record, all values in chunked ``log_batch`` calls.
         Returns trial number -> run id. ``timed=False`` on a background thread, whose

@@ -12,7 +12,7 @@ from tuner.inputs.spec import DataSpec
 from tuner.inputs.tables.columns import assign_roles
 from tuner.inputs.tables.encoding import DEFAULT_MAX_CATEGORIES, fit_encoding
 from tuner.inputs.tables.reading import TableProblems, column_problems, split_target
-from tuner.inputs.targets import encode_target
+from tuner.inputs.targets import encode_target, inferred_notice
 
 
 def frame_is_numeric(frame: pd.DataFrame) -> bool:
@@ -25,7 +25,8 @@ def from_frame(frame: pd.DataFrame, spec: DataSpec, where: str = "the table") ->
     """The table ``frame`` read as the ``data`` section ``spec`` says."""
     X, y = split_target(frame, spec.target, features=spec.features, drop=spec.drop or (),
                         categorical=spec.categorical, dates=spec.dates or (), where=where)
-    return _dataset(X, y, spec)
+    dtype = str(frame[spec.target].dtype) if isinstance(spec.target, str) else None
+    return _dataset(X, y, spec, dtype)
 
 
 def from_frame_and_target(X: pd.DataFrame, y, task: str | None = None,
@@ -36,12 +37,14 @@ def from_frame_and_target(X: pd.DataFrame, y, task: str | None = None,
     problems = column_problems(X)
     if problems:
         raise TableProblems(problems)
+    dtype = str(getattr(y, "dtype", "")) or None  # a pandas category stays "category"
     y = np.asarray(y)
     spec = DataSpec(source="arrays", task=task, class_weight=class_weight)
-    return _dataset(X, y, spec)
+    return _dataset(X, y, spec, dtype)
 
 
-def _dataset(X: pd.DataFrame, y: np.ndarray, spec: DataSpec) -> Dataset:
+def _dataset(X: pd.DataFrame, y: np.ndarray, spec: DataSpec, y_dtype: str | None = None
+             ) -> Dataset:
     roles = assign_roles(X, spec.categorical, spec.dates or ())
     kept = [c for c in X.columns if c not in {name for name, _ in roles.dropped}]
     X = X[kept]
@@ -52,11 +55,14 @@ def _dataset(X: pd.DataFrame, y: np.ndarray, spec: DataSpec) -> Dataset:
                              for c, n in missing.items()])
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
-    y, task, classes, n_outputs = encode_target(y, spec.task)
+    raw_y = y
+    y, task, classes, n_outputs = encode_target(y, spec.task, dtype=y_dtype)
     encoding = fit_encoding(X, roles, missing_indicator=bool(spec.missing_indicator),
                             max_categories=spec.max_categories or DEFAULT_MAX_CATEGORIES)
     matrix = encoding.transform(X)
     notices = list(roles.notices)
+    if spec.task is None:
+        notices.insert(0, inferred_notice(raw_y, task, n_outputs))
     if missing:
         notices.append(missing_notice(missing))
     class_weight = spec.class_weight if spec.class_weight != "none" else None

@@ -71,18 +71,19 @@ def split_target(frame: pd.DataFrame, target: str | Sequence[str], *,
                                 f"{_close(name, columns)}")
             elif name in targets:
                 problems.append(f"data.{field}: {name!r} is the target")
-    if problems:
-        raise TableProblems(problems)
+    # Go on with the columns that exist, so that one run reports every problem.
     keep = list(features) if features else [c for c in columns if c not in targets]
-    keep = [c for c in keep if c not in set(drop)]
+    keep = [c for c in keep if c not in set(drop) and c in columns and c not in targets]
     X = frame[keep]
-    y_frame = frame[targets]
-    for name in targets:
+    present = [name for name in targets if name in columns]
+    y_frame = frame[present]
+    for name in present:
         n_missing = int(y_frame[name].isna().sum())
         if n_missing:
             problems.append(f"data.target: column {name!r} has {n_missing} missing values; "
                             "drop those rows first")
-    problems += column_problems(X)
+    if X.shape[1] or not problems:  # no columns left because of names already reported
+        problems += column_problems(X)
     if problems:
         raise TableProblems(problems)
     y = y_frame[targets[0]].to_numpy() if len(targets) == 1 else y_frame.to_numpy()
@@ -99,11 +100,27 @@ def column_problems(X: pd.DataFrame) -> list[str]:
         if col.isna().all():
             problems.append(f"data: column {name!r} has no values (every cell is missing); "
                             "list it under data.drop")
+        elif unusable_dtype(col):
+            problems.append(f"data: column {name!r} has dtype {col.dtype}, which cannot be "
+                            "a feature; convert it to numbers or text, or list it under "
+                            "data.drop")
         elif pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
             n_inf = int(np.isinf(col.to_numpy(dtype=np.float64, na_value=np.nan)).sum())
             if n_inf:
                 problems.append(f"data: column {name!r} has {n_inf} infinite values")
     return problems
+
+
+def unusable_dtype(col: pd.Series) -> bool:
+    """Durations, complex numbers, periods and intervals: neither numbers nor labels."""
+    dtype = col.dtype
+    return (pd.api.types.is_timedelta64_dtype(dtype) or pd.api.types.is_complex_dtype(dtype)
+            or isinstance(dtype, (pd.PeriodDtype, pd.IntervalDtype)))
+
+
+def describe_dtypes(frame: pd.DataFrame, names: Sequence[str]) -> str:
+    """``'a' (category), 'b' (object)``: columns with their pandas dtypes."""
+    return ", ".join(f"{n!r} ({frame[n].dtype})" for n in names)
 
 
 def _close(word: str, choices: list[str]) -> str:
