@@ -161,7 +161,13 @@ def model_signature(best: BestModel, example: pd.DataFrame):
 def input_example(best: BestModel, dataset: Dataset, rows: int = 5) -> pd.DataFrame:
     """The first rows as the user gives them (a table's columns, or named features)."""
     if dataset.frame is not None:
-        return dataset.frame.head(rows).reset_index(drop=True)
+        example = dataset.frame.head(rows).reset_index(drop=True)
+        # MLflow's schema has no categorical type: a pandas category column is given
+        # (and served) as its categories' values.
+        for name in example.columns:
+            if isinstance(example[name].dtype, pd.CategoricalDtype):
+                example[name] = example[name].astype(example[name].cat.categories.dtype)
+        return example
     return pd.DataFrame(np.asarray(dataset.X[:rows], np.float64),
                         columns=list(best.feature_names))
 
