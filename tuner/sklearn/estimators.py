@@ -28,7 +28,7 @@ from tuner.sklearn.data import (
 )
 
 HPARAM_NAMES: tuple[str, ...] = tuple(p.name for p in HPARAM_TABLE)
-MIN_PADDED_ROWS = 16
+MIN_PADDED_ROWS = 64
 PREDICT_ROWS = 256
 
 _programs: ProgramCache | None = None
@@ -48,8 +48,13 @@ def shared_programs() -> ProgramCache:
 
 
 def padded_rows(n: int) -> int:
-    """The row count a fit of ``n`` rows is padded to: the next power of two."""
-    return min(max(MIN_PADDED_ROWS, 1 << (n - 1).bit_length()), max(n, MAX_BATCH_SIZE))
+    """The row count a fit of ``n`` rows is padded to: the next power of four (at
+    least MIN_PADDED_ROWS). Padded rows weigh 0 and cost only compute, which for the
+    small tables that vary most in size is far less than a compile."""
+    rows = MIN_PADDED_ROWS
+    while rows < n:
+        rows *= 4
+    return rows if rows <= MAX_BATCH_SIZE else n
 
 
 def _with_hparam_signature(cls):
