@@ -9,6 +9,7 @@ programs (width 8, one hidden layer); the searches train 2 x 2 grids on 60 rows.
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,16 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from tuner.errors import SpecError
 from tuner.sklearn import JaxMLPClassifier, JaxMLPRegressor, MLPSearchCV
 from tuner.sklearn.estimators import HPARAM_NAMES
+
+@pytest.fixture(scope="module", autouse=True)
+def _untracked_here(tmp_path_factory):
+    """No MLflow unless a test asks, and nothing written to the repository."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        mp.chdir(tmp_path_factory.mktemp("cwd"))
+        yield
+
 
 # Small and quick, but trained enough for the checks that ask for a decent score.
 SMALL = dict(width=8, epochs=30, learning_rate=0.05, batch_size=32)
@@ -56,7 +67,7 @@ def blobs(n: int = 60, d: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarra
     return X, np.where(y == 1, "yes", "no")
 
 
-GRID = {"learning_rate": [0.05, 0.2], "width": [4, 8]}
+GRID = {"learning_rate": [0.05, 0.2], "l2": [1e-4, 1e-3]}
 FAST = dict(epochs=5, batch_size=16)
 
 
@@ -74,7 +85,7 @@ def test_cv_results_match_grid_search_layout_and_the_study(grid_search):
     reference = GridSearchCV(JaxMLPClassifier(**FAST, random_state=0), GRID, cv=cv).fit(X, y)
     assert list(search.cv_results_) == list(reference.cv_results_)
     assert search.cv_results_["params"] == reference.cv_results_["params"]
-    for key in ("param_learning_rate", "param_width"):
+    for key in ("param_learning_rate", "param_l2"):
         assert search.cv_results_[key].dtype == reference.cv_results_[key].dtype
         assert list(search.cv_results_[key]) == list(reference.cv_results_[key])
     # The scores are the engine's, as Optuna stores them (accuracy: sign +1).
@@ -164,3 +175,32 @@ def test_bad_hyperparameter_is_a_one_line_value_error():
         JaxMLPRegressor(learning_rate=-1.0).fit(X, np.arange(20.0))
     with pytest.raises(ValueError, match=r"multiclass-multioutput target has no head"):
         JaxMLPClassifier().fit(X, np.stack([np.arange(20) % 3, np.arange(20) % 4], axis=1))
+
+
+def test_regression_search_with_pruning_early_stopping_and_tracking(tmp_path, monkeypatch):
+    """tpe with a pruner and early stopping, tracked because MLFLOW_TRACKING_URI is set;
+    the study stays in memory (nothing under ./mlruns)."""
+    import mlflow
+
+    rng = np.random.RandomState(0)
+    X = rng.randn(60, 3)
+    y = X @ np.array([1.0, -2.0, 0.5]) + 0.1 * rng.randn(60)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    search = MLPSearchCV(
+        JaxMLPRegressor(epochs=8, batch_size=16, width=8),
+        {"learning_rate": {"low": 1e-3, "high": 0.3, "log": True}},
+        method="tpe", n_trials=4, batch=2, cv=3, scoring="neg_mean_squared_error",
+        early_stopping={"patience": 2}, pruner="median", random_state=0,
+        study_name="sk-regression").fit(X, y)
+    values = {t.number: t.value for t in search.study_.trials if t.value is not None}
+    finite = search.cv_results_["mean_test_score"][~np.isnan(
+        search.cv_results_["mean_test_score"])]
+    assert sorted(-finite) == pytest.approx(sorted(values.values()), abs=0)
+    assert search.best_estimator_.predict(X).shape == (60,)
+    assert search.score(X, y) <= 0  # neg_mean_squared_error
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("sk-regression")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 4 + 1  # the trials and the sweep's parent run
+    assert not (Path.cwd() / "mlruns").exists()

@@ -128,7 +128,8 @@ class MLPSearchCV(MetaEstimatorMixin, BaseEstimator):
         self.n_splits_ = len(splits)
         self.multimetric_ = False
         trials, scores = self._trial_scores(outcome, spec, len(splits))
-        self.cv_results_ = cv_results([dict(t.params) for t in trials],
+        # names sorted, as ParameterGrid's (and so GridSearchCV's) candidates
+        self.cv_results_ = cv_results([dict(sorted(t.params.items())) for t in trials],
                                       scoring.sign * scores, *self._times(trials, len(splits)))
         means = self.cv_results_["mean_test_score"]
         if np.isnan(means).all():
