@@ -25,6 +25,7 @@ from tuner.errors import SpecError
 from tuner.sklearn import JaxMLPClassifier, JaxMLPRegressor, MLPSearchCV
 from tuner.sklearn.estimators import HPARAM_NAMES
 
+
 @pytest.fixture(scope="module", autouse=True)
 def _untracked_here(tmp_path_factory):
     """No MLflow unless a test asks, and nothing written to the repository."""
@@ -36,7 +37,7 @@ def _untracked_here(tmp_path_factory):
 
 
 # Small and quick, but trained enough for the checks that ask for a decent score.
-SMALL = dict(width=8, epochs=30, learning_rate=0.05, batch_size=32)
+SMALL = {"width": 8, "epochs": 30, "learning_rate": 0.05, "batch_size": 32}
 SAMPLE_WEIGHT_REASON = (
     "minibatch training: a row of weight 2 counts twice inside its minibatch, while a "
     "repeated row lands in another minibatch and changes the shuffle; the two agree in "
@@ -68,7 +69,7 @@ def blobs(n: int = 60, d: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarra
 
 
 GRID = {"learning_rate": [0.05, 0.2], "l2": [1e-4, 1e-3]}
-FAST = dict(epochs=5, batch_size=16)
+FAST = {"epochs": 5, "batch_size": 16}
 
 
 @pytest.fixture(scope="module")

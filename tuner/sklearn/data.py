@@ -2,8 +2,8 @@
 
 scikit-learn validates (``validate_data``: ``n_features_in_``, ``feature_names_in_``,
 finite values, NaN allowed: the engine imputes it per training fold); this module
-decides the task from the target as scikit-learn's ``type_of_target`` does and encodes
-class labels with ``LabelEncoder`` / ``MultiLabelBinarizer``-free indicator columns.
+decides the task from the target with scikit-learn's ``type_of_target`` and encodes
+class labels with ``LabelEncoder`` (multilabel targets stay 0/1 indicator columns).
 """
 
 from __future__ import annotations

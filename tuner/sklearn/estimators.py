@@ -5,8 +5,8 @@ The constructor arguments are the hyperparameters of ``models.hparams.HPARAM_TAB
 ``fit`` trains with the engine's refit path (``tuner.summary.model.refit``): the
 imputer and scaler fit on the rows, one lane of one compiled program, the keys from
 ``random_state``. Programs are shared by every estimator of the process
-(``shared_programs``) and rows are padded to a power of two, so fits of similar data
-compile nothing new.
+(``shared_programs``) and rows are padded to a power of four (at least 64), so fits of
+similar data compile nothing new.
 """
 
 from __future__ import annotations
@@ -24,7 +24,11 @@ from models import ProgramCache
 from models.hparams import HPARAM_TABLE, HPARAMS, MAX_BATCH_SIZE
 from tuner.inputs.spec.values import check_value
 from tuner.sklearn.data import (
-    EstimatorInputError, check_input, classifier_target, regressor_target, to_dataset,
+    EstimatorInputError,
+    check_input,
+    classifier_target,
+    regressor_target,
+    to_dataset,
 )
 
 HPARAM_NAMES: tuple[str, ...] = tuple(p.name for p in HPARAM_TABLE)

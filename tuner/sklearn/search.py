@@ -12,6 +12,7 @@ configuration is refit as an estimator of the same class on all the rows.
 
 from __future__ import annotations
 
+import numbers
 import os
 import time
 import uuid
@@ -21,6 +22,7 @@ from optuna.trial import TrialState
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone, is_classifier
 from sklearn.metrics import get_scorer
 from sklearn.model_selection import ParameterGrid, check_cv
+from sklearn.utils import check_random_state
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
@@ -29,7 +31,11 @@ from tuner.inputs.spec import ARRAYS_SOURCE, parse_spec
 from tuner.search.space import grid_points
 from tuner.search.study import ATTR_REFIT_EPOCHS, MEMORY_STORAGE
 from tuner.sklearn.data import (
-    EstimatorInputError, check_input, classifier_target, regressor_target, to_dataset,
+    EstimatorInputError,
+    check_input,
+    classifier_target,
+    regressor_target,
+    to_dataset,
 )
 from tuner.sklearn.estimators import JaxMLPClassifier, JaxMLPRegressor
 from tuner.sklearn.results import cv_results
@@ -151,13 +157,11 @@ class MLPSearchCV(MetaEstimatorMixin, BaseEstimator):
         return self
 
     def _seed(self) -> int:
-        if self.random_state is None:
-            return int(np.random.randint(0, 2**31 - 1))
-        if isinstance(self.random_state, (int, np.integer)):
+        """The sweep seed: an int as given (the spec checks its range), else drawn
+        from ``random_state`` (None: numpy's global state), as scikit-learn does."""
+        if isinstance(self.random_state, numbers.Integral):
             return int(self.random_state)
-        return int(np.random.RandomState(self.random_state).randint(0, 2**31 - 1)) \
-            if not isinstance(self.random_state, np.random.RandomState) \
-            else int(self.random_state.randint(0, 2**31 - 1))
+        return int(check_random_state(self.random_state).randint(0, 2**31 - 1))
 
     def _spec_dict(self, task: str, metric: str, n_splits: int, seed: int) -> dict:
         """The search as a spec in the YAML schema (validated by ``parse_spec``)."""
