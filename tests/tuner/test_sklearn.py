@@ -107,9 +107,10 @@ def test_cv_results_match_grid_search_layout_and_the_study(grid_search):
 
 def test_losses_are_negated_like_scikit_learns_neg_scorers():
     X, y = blobs(40)
+    halves = [(np.arange(20), np.arange(20, 40)), (np.arange(20, 40), np.arange(20))]
     search = MLPSearchCV(JaxMLPClassifier(**FAST), {"learning_rate": [0.05, 0.2]},
-                         method="grid", cv=2, scoring="neg_log_loss", random_state=0,
-                         refit=False).fit(X, y)
+                         method="grid", cv=halves, scoring="neg_log_loss", random_state=0,
+                         refit=False).fit(X, y)  # cv: an iterable of splits
     values = sorted(t.value for t in search.study_.trials)
     assert sorted(-search.cv_results_["mean_test_score"]) == pytest.approx(values, abs=0)
     assert search.best_score_ == -min(values)
@@ -179,9 +180,10 @@ def test_bad_hyperparameter_is_a_one_line_value_error():
 
 
 def test_regression_search_with_pruning_early_stopping_and_tracking(tmp_path, monkeypatch):
-    """tpe with a pruner and early stopping, tracked because MLFLOW_TRACKING_URI is set;
-    the study stays in memory (nothing under ./mlruns)."""
+    """tpe with a pruner and early stopping, tracked because MLFLOW_TRACKING_URI is set,
+    the study in the storage given (nothing under ./mlruns)."""
     import mlflow
+    import optuna
 
     rng = np.random.RandomState(0)
     X = rng.randn(60, 3)
@@ -193,7 +195,10 @@ def test_regression_search_with_pruning_early_stopping_and_tracking(tmp_path, mo
         {"learning_rate": {"low": 1e-3, "high": 0.3, "log": True}},
         method="tpe", n_trials=4, batch=2, cv=3, scoring="neg_mean_squared_error",
         early_stopping={"patience": 2}, pruner="median", random_state=0,
-        study_name="sk-regression").fit(X, y)
+        storage=f"sqlite:///{tmp_path}/optuna.db", study_name="sk-regression").fit(X, y)
+    stored = optuna.load_study(study_name="sk-regression",
+                               storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert [t.value for t in stored.trials] == [t.value for t in search.study_.trials]
     values = {t.number: t.value for t in search.study_.trials if t.value is not None}
     finite = search.cv_results_["mean_test_score"][~np.isnan(
         search.cv_results_["mean_test_score"])]
