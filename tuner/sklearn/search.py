@@ -16,6 +16,7 @@ import numbers
 import os
 import time
 import uuid
+from collections.abc import Mapping
 
 import numpy as np
 from optuna.trial import TrialState
@@ -119,16 +120,7 @@ class MLPSearchCV(MetaEstimatorMixin, BaseEstimator):
         dataset = to_dataset(X, y_enc, task, sample_weight,
                              feature_names=getattr(self, "feature_names_in_", None))
 
-        from tuner.execution.session import open_sweep
-
-        tracking = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
-        sweep = open_sweep(spec, dataset, storage=self.storage or MEMORY_STORAGE,
-                           tracking_uri=tracking, track=tracking is not None,
-                           splits=splits, study_name=spec.name, batch=self.batch)
-        outcome = sweep.run(self.n_trials)
-        sweep.finish(outcome, refit=False)  # closes the MLflow sweep run, if any
-        if outcome.interrupted:
-            raise KeyboardInterrupt
+        outcome = self._run_sweep(spec, dataset, splits)
         self.study_ = outcome.study
         self.scoring_ = scoring
         self.n_splits_ = len(splits)
@@ -145,16 +137,35 @@ class MLPSearchCV(MetaEstimatorMixin, BaseEstimator):
         self.best_params_ = self.cv_results_["params"][self.best_index_]
         self.best_score_ = float(means[self.best_index_])
         if self.refit:
-            best = trials[self.best_index_]
-            update = {**self.best_params_, "random_state": seed}
-            epochs = best.user_attrs.get(ATTR_REFIT_EPOCHS)
-            if spec.search.early_stopping is not None and epochs is not None:
-                update["epochs"] = int(epochs)  # the epochs its score describes
-            started = time.perf_counter()
-            self.best_estimator_ = clone(self.estimator).set_params(**update).fit(
-                X_raw, y_raw, sample_weight=sample_weight)
-            self.refit_time_ = time.perf_counter() - started
+            self._refit_best(trials[self.best_index_], spec, seed, X_raw, y_raw,
+                             sample_weight)
         return self
+
+    def _run_sweep(self, spec, dataset, splits):
+        """The engine's sweep over ``splits``: its ``SweepOutcome``."""
+        from tuner.execution.session import open_sweep
+
+        tracking = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+        sweep = open_sweep(spec, dataset, storage=self.storage or MEMORY_STORAGE,
+                           tracking_uri=tracking, track=tracking is not None,
+                           splits=splits, study_name=spec.name, batch=self.batch)
+        outcome = sweep.run(self.n_trials)
+        sweep.finish(outcome, refit=False)  # closes the MLflow sweep run, if any
+        if outcome.interrupted:
+            raise KeyboardInterrupt
+        return outcome
+
+    def _refit_best(self, best, spec, seed: int, X, y, sample_weight) -> None:
+        """``best_estimator_``: the estimator with the best parameters and the sweep's
+        seed, fit on all rows (early stopped: for the epochs its score came from)."""
+        update = {**self.best_params_, "random_state": seed}
+        epochs = best.user_attrs.get(ATTR_REFIT_EPOCHS)
+        if spec.search.early_stopping is not None and epochs is not None:
+            update["epochs"] = int(epochs)
+        started = time.perf_counter()
+        self.best_estimator_ = clone(self.estimator).set_params(**update).fit(
+            X, y, sample_weight=sample_weight)
+        self.refit_time_ = time.perf_counter() - started
 
     def _seed(self) -> int:
         """The sweep seed: an int as given (the spec checks its range), else drawn
@@ -165,7 +176,7 @@ class MLPSearchCV(MetaEstimatorMixin, BaseEstimator):
 
     def _spec_dict(self, task: str, metric: str, n_splits: int, seed: int) -> dict:
         """The search as a spec in the YAML schema (validated by ``parse_spec``)."""
-        if not isinstance(self.space, dict):
+        if not isinstance(self.space, Mapping):
             raise SpecError(f"space: expected a mapping of hyperparameter -> values or "
                             f"range, got {type(self.space).__name__}")
         fixed = {k: v for k, v in self.estimator.hparams().items() if k not in self.space}
