@@ -182,8 +182,10 @@ class Sweep:
         # Work needed only by the sweep's summary is done while the first batch trains:
         # the plots' libraries; IPython, which MLflow imports to detect a notebook when
         # the model is logged; and MLflow's map of installed packages for that model.
-        runtime.preload_in_background((*plots.PRELOAD_MODULES, "IPython"),
-                                      then=(model.prepare_model_logging,))
+        # (Untracked, as MLPSearchCV by default, there is no summary to prepare.)
+        if not isinstance(self.tracker, NullTracker):
+            runtime.preload_in_background((*plots.PRELOAD_MODULES, "IPython"),
+                                          then=(model.prepare_model_logging,))
         started = time.perf_counter()
         self.pool: list[LiveTrial] = []
         asking: list[optuna.Trial] = []  # asked, not in the pool yet

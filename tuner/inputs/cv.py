@@ -8,7 +8,7 @@ and validation rows, so nothing of a validation row reaches training:
 - one-hot columns of categories the fold's training rows never saw are dropped from that
   fold (as OneHotEncoder fit on the fold would ignore them);
 - class weights (``class_weight: balanced``): scikit-learn's, from the fold's training
-  labels;
+  labels; times the rows' own ``sample_weight`` when the data has one;
 - regression targets: standardised, the fold's (mean, std) kept so metrics report
   original units.
 
@@ -98,20 +98,27 @@ def make_folds(dataset: Dataset, folds: int = 5, stratified: bool = True,
         x_shift=np.stack([f.scaler.mean_ for f in fits]),
         x_inv_scale=np.stack([f.inv_scale for f in fits]),
         y_shift=np.stack([t[0] for t in targets]), y_scale=np.stack([t[1] for t in targets]),
-        train_weights=None if dataset.class_weight is None else [f.weights for f in fits])
+        train_weights=None if fits[0].weights is None else [f.weights for f in fits])
     return stack, splits
 
 
-def make_full_fit(dataset: Dataset) -> FullFit:
-    """A 1-fold stack for the final refit: train and val rows are all the data."""
+def make_full_fit(dataset: Dataset, n_rows: int | None = None) -> FullFit:
+    """A 1-fold stack for the final refit: train and val rows are all the data.
+    ``n_rows`` pads the table and both parts to that many rows (weight 0), so that data
+    of similar sizes share one compiled program."""
     every = np.arange(dataset.n_samples)
     fit = fit_preprocessing(dataset, every)
     shift, scale = target_scaling(dataset, every)
-    stack = fold_stack(dataset.X, dataset.y, [(every, every)],
+    x, y = dataset.X, dataset.y
+    if n_rows is not None and n_rows > len(x):  # rows no index points to
+        x = np.concatenate([x, np.zeros((n_rows - len(x),) + x.shape[1:], x.dtype)])
+        y = np.concatenate([y, np.zeros((n_rows - len(y),) + y.shape[1:], y.dtype)])
+    stack = fold_stack(x, y, [(every, every)],
                        x_fill=fit.imputer.statistics_[None], x_shift=fit.scaler.mean_[None],
                        x_inv_scale=fit.inv_scale[None], y_shift=shift[None],
                        y_scale=scale[None],
-                       train_weights=None if fit.weights is None else [fit.weights])
+                       train_weights=None if fit.weights is None else [fit.weights],
+                       n_train=n_rows, n_val=n_rows)
     return FullFit(stack, fit.imputer, fit.scaler, shift, scale)
 
 
@@ -143,6 +150,9 @@ def fit_preprocessing(dataset: Dataset, rows: np.ndarray) -> Preprocessing:
         lookup = np.zeros(int(dataset.y.max()) + 1)
         lookup[present] = per_class
         weights = lookup[y].astype(np.float32)
+    if dataset.sample_weight is not None:
+        own = np.asarray(dataset.sample_weight, np.float32)[rows]
+        weights = own if weights is None else weights * own
     return Preprocessing(imputer, scaler, inv_scale, weights)
 
 

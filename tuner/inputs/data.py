@@ -40,6 +40,8 @@ class Dataset:
     frame: a table's raw feature columns (pandas, as read), else None; encoding: the
        fitted ``TableEncoding`` turning such rows into X, else None.
     class_weight: "balanced" to weigh training rows by class (binary/multiclass).
+    sample_weight: float [n] weights of the rows in training (multiplied with the class
+       weights), or None; validation rows always weigh 1 (scikit-learn's estimators).
     notices: one-line messages for the user (columns left out, values imputed, ...).
     """
 
@@ -53,6 +55,7 @@ class Dataset:
     encoding: Any = None
     class_weight: str | None = None
     notices: tuple[str, ...] = ()
+    sample_weight: np.ndarray | None = None
 
     @property
     def n_samples(self) -> int:
@@ -68,7 +71,9 @@ class Dataset:
         h.update(self.task.encode())
         if self.class_weight not in (None, "none"):
             h.update(f"|class_weight={self.class_weight}".encode())
-        for a in (self.X, self.y):
+        arrays = (self.X, self.y) if self.sample_weight is None else (
+            self.X, self.y, self.sample_weight)
+        for a in arrays:
             a = np.ascontiguousarray(a)
             h.update(f"|{a.dtype.str}|{a.shape}|".encode())
             h.update(a.tobytes())

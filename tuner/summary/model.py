@@ -18,6 +18,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from models import ProgramCache, TrainedModel, TrialConfig, lane_hparams, signature_for
+from models.metrics import METRICS_BY_TASK
 from tuner.inputs.cv import make_full_fit
 from tuner.inputs.data import Dataset
 from tuner.process import kill_point
@@ -72,14 +73,19 @@ def _table_rows(X, columns: tuple[str, ...]) -> pd.DataFrame:
 
 
 def refit(dataset: Dataset, params: dict, seed: int, trial: int, *,
-          programs: ProgramCache | None = None, epochs: int | None = None
-          ) -> BestModel | None:
+          programs: ProgramCache | None = None, epochs: int | None = None,
+          pad_rows: int | None = None) -> BestModel | None:
     """Train ``params`` on all of ``dataset``; None if that run diverges. ``epochs``
-    stops the training early (the epochs that produced an early-stopped trial's value)."""
+    stops the training early (the epochs that produced an early-stopped trial's value);
+    ``pad_rows`` pads the data to that many rows (weight 0: one program for similar
+    sizes; the scikit-learn estimators use it)."""
     config = TrialConfig.from_dict(params, seed=seed, trial=trial)
-    full = make_full_fit(dataset)
+    full = make_full_fit(dataset, n_rows=pad_rows)
     sig = signature_for([config], dataset.task, dataset.n_features, dataset.n_outputs,
                         full.stack.n_train)
+    # Nothing reads the refit's validation scores: score one cheap metric, not all
+    # (a smaller program, about a fifth less to compile).
+    sig = dataclasses.replace(sig, metrics=(METRICS_BY_TASK[dataset.task][0],))
     hp = lane_hparams([config], sig)
     programs = programs if programs is not None else ProgramCache()
     result = programs.fit(sig, hp, full.stack, seed, until=epochs)

@@ -62,5 +62,5 @@ class NullTracker:
 
     def finish_sweep(self, trials_df, best, study, status: str = "FINISHED",
                      model_logger: Callable[[str], None] | None = None,
-                     metrics: dict[str, float] | None = None) -> None:
+                     metrics: dict[str, float] | None = None, size_curve=None) -> None:
         return None
