@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
-    BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+    BarColumn, Progress, TextColumn, TimeElapsedColumn,
 )
 
 from tuner import process, stores
