@@ -76,20 +76,21 @@ class FoldStack(NamedTuple):
         return int(sum(np.asarray(a).nbytes for a in self))
 
     # Materialised views of one fold, for tests and inspection (the programs gather).
-    def fold_x(self, fold: int, part: str = "train") -> np.ndarray:
-        """[n, d] the fold's rows (padding included), transformed as a program sees
-        them."""
-        idx = self.train_idx if part == "train" else self.val_idx
-        x = self.x[idx[fold]]
+    def fold_x(self, fold: int, part: str = "train", rows: np.ndarray | None = None
+               ) -> np.ndarray:
+        """[n, d] the fold's rows (padding included; ``rows``: only these positions of
+        the fold's part), transformed as a program sees them."""
+        idx = (self.train_idx if part == "train" else self.val_idx)[fold]
+        x = self.x[idx if rows is None else idx[rows]]
         x = np.where(np.isnan(x), self.x_fill[fold], x)
         return (x - self.x_shift[fold]) * self.x_inv_scale[fold]
 
-    def fold_y(self, fold: int, part: str = "train", standardise: bool = False
-               ) -> np.ndarray:
-        """The fold's targets (padding included); ``standardise`` applies the fold's
-        (shift, scale), as a regression program does."""
-        idx = self.train_idx if part == "train" else self.val_idx
-        y = self.y[idx[fold]]
+    def fold_y(self, fold: int, part: str = "train", standardise: bool = False,
+               rows: np.ndarray | None = None) -> np.ndarray:
+        """The fold's targets (padding included; ``rows`` as in ``fold_x``);
+        ``standardise`` applies the fold's (shift, scale), as a regression program does."""
+        idx = (self.train_idx if part == "train" else self.val_idx)[fold]
+        y = self.y[idx if rows is None else idx[rows]]
         return (y - self.y_shift[fold]) / self.y_scale[fold] if standardise else y
 
 

@@ -233,3 +233,23 @@ def test_served_model_answers_raw_rows_over_http(api_sweep, e2e_env):
     finally:
         os.killpg(server.pid, 15)
         server.wait(30)
+
+
+def test_size_curve_programs_cover_every_fraction_and_rows_grow(monkeypatch):
+    """Small and large fractions train in separate programs (a program pads its folds
+    to its largest subset); every fraction is scored, on subsets that grow; the training
+    score of a large subset is estimated on a sample."""
+    from models import ProgramCache
+    from tuner.inputs.cv import splitter
+    from tuner.summary import size_curve as sc
+
+    assert sc.program_groups(sc.FRACTIONS) == [[0, 1, 2], [3, 4]]
+    assert sc.program_groups((0.5, 1.0)) == [[0, 1]]
+    monkeypatch.setattr(sc, "TRAIN_SCORE_ROWS", 40)  # the 70% and 100% subsets are sampled
+    ds = load_data({"source": "sklearn:iris"})
+    splits = splitter(ds, folds=3, stratified=True, shuffle=True, seed=0)
+    curve = sc.size_curve(ds, splits, {**FIXED, "learning_rate": 0.05}, 0, 0, "accuracy",
+                          ProgramCache())
+    assert curve.val.shape == curve.train.shape == (5, 3)
+    assert np.all(np.diff(curve.rows) > 0) and curve.rows[-1] == 100  # 2/3 of 150 rows
+    assert np.all((curve.train >= 0) & (curve.train <= 1)) and np.all(curve.val > 0)

@@ -2,8 +2,9 @@
 diagnosis of over- and underfitting, beside the per-epoch curves.
 
 Each fold's training rows are cut to nested subsets (10%, 20%, 40%, 70% and 100%, one
-seeded order per fold), and every (fold, fraction) pair is one fold of a single
-program: one lane, fractions x folds folds, its preprocessing fit on its own subset. The
+seeded order per fold), and every (fold, fraction) pair is one fold of a program: one
+lane, fractions x folds folds, its preprocessing fit on its own subset; two programs,
+small fractions and large ones, since a program's folds are padded to its largest. The
 validation score is that of the fold's validation rows at the epoch that gives the
 trial's value; the training score is the same model's on its own training subset.
 """
@@ -23,6 +24,8 @@ from tuner.inputs.cv import fit_preprocessing, target_scaling
 from tuner.inputs.data import Dataset
 
 FRACTIONS = (0.1, 0.2, 0.4, 0.7, 1.0)
+TRAIN_SCORE_ROWS = 20_000  # rows of a subset its training score is estimated on
+SMALL_FRACTION = 0.4       # fractions up to this share one program, larger ones another
 
 
 @dataclasses.dataclass
@@ -67,9 +70,34 @@ def size_curve(dataset: Dataset, splits: list, params: dict, seed: int, trial: i
                fractions: tuple[float, ...] = FRACTIONS) -> SizeCurve:
     """Train ``params`` on growing parts of each fold's training rows (module doc)."""
     rng = np.random.default_rng(seed)
+    orders = [rng.permutation(np.asarray(tr)) for tr, _ in splits]
+    config = TrialConfig.from_dict(params, seed=seed, trial=trial)
+    val = np.zeros((len(fractions), len(splits)))
+    train = np.zeros_like(val)
+    rows = np.zeros(len(fractions))
+    for group in program_groups(fractions):
+        part = [fractions[i] for i in group]
+        v, t, r = _curve_part(dataset, splits, orders, part, config, seed, metric, programs,
+                              epochs, rng)
+        val[group], train[group], rows[group] = v, t, r
+    return SizeCurve(metric, tuple(fractions), rows, train, val)
+
+
+def program_groups(fractions: tuple[float, ...]) -> list[list[int]]:
+    """Fractions trained in one program: every fold of a program is padded to its
+    largest subset, so small fractions go apart from large ones (one program for all
+    five fractions trained 15 folds of 100% for 7.2 folds' worth of rows)."""
+    small = [i for i, f in enumerate(fractions) if f <= SMALL_FRACTION]
+    large = [i for i, f in enumerate(fractions) if f > SMALL_FRACTION]
+    return [g for g in (small, large) if g]
+
+
+def _curve_part(dataset: Dataset, splits: list, orders: list, fractions: list[float],
+                config: TrialConfig, seed: int, metric: str, programs: ProgramCache,
+                epochs: int | None, rng: np.random.Generator):
+    """(val, train, rows) [fractions, folds] of some fractions, in one program."""
     subsets, vals = [], []
-    for tr, va in splits:
-        order = rng.permutation(np.asarray(tr))
+    for (_, va), order in zip(splits, orders):
         for fraction in fractions:
             subsets.append(np.sort(order[:max(2, math.ceil(fraction * len(order)))]))
             vals.append(np.asarray(va))
@@ -83,7 +111,6 @@ def size_curve(dataset: Dataset, splits: list, params: dict, seed: int, trial: i
         x_inv_scale=np.stack([f.inv_scale for f in fits]),
         y_shift=np.stack([t[0] for t in targets]), y_scale=np.stack([t[1] for t in targets]),
         train_weights=None if dataset.class_weight is None else [f.weights for f in fits])
-    config = TrialConfig.from_dict(params, seed=seed, trial=trial)
     sig = dataclasses.replace(signature_for([config], dataset.task, dataset.n_features,
                                             dataset.n_outputs, stack.n_train),
                               metrics=(metric,))
@@ -92,14 +119,20 @@ def size_curve(dataset: Dataset, splits: list, params: dict, seed: int, trial: i
     n_frac, n_folds = len(fractions), len(splits)
     val = np.asarray(result.val_metrics[metric])[0, :, -1].reshape(n_folds, n_frac).T
     train = np.zeros_like(val)
-    for k, rows in enumerate(subsets):
+    for k, fold_rows in enumerate(subsets):
         model = TrainedModel.from_fit(sig, result, hp, 0, k, np.zeros(sig.n_features),
                                       np.ones(sig.n_features), targets[k][0], targets[k][1])
-        logits = model.logits(stack.fold_x(k)[: len(rows)])
-        y = stack.fold_y(k, standardise=True)[: len(rows)]
-        scores = compute_metrics(sig.task, logits, y, np.ones(len(rows), np.float32),
+        # The training score is estimated on a seeded sample of the subset: on a large
+        # table, every training row's hidden activations (rows x width, per layer) cost
+        # gigabytes and most of the curve's time, for a third decimal.
+        n = len(fold_rows)
+        pick = np.sort(rng.choice(n, TRAIN_SCORE_ROWS, replace=False)) \
+            if n > TRAIN_SCORE_ROWS else np.arange(n)
+        logits = model.logits(stack.fold_x(k, rows=pick))
+        y = stack.fold_y(k, standardise=True, rows=pick)
+        scores = compute_metrics(sig.task, logits, y, np.ones(len(pick), np.float32),
                                  targets[k][0], targets[k][1])
         train[k % n_frac, k // n_frac] = float(jax.device_get(scores[metric]))
     rows = np.array([[len(subsets[f * n_frac + i]) for f in range(n_folds)]
                      for i in range(n_frac)]).mean(axis=1)
-    return SizeCurve(metric, tuple(fractions), rows, train, val)
+    return val, train, rows
