@@ -243,8 +243,10 @@ def test_size_curve_programs_cover_every_fraction_and_rows_grow(monkeypatch):
     from tuner.inputs.cv import splitter
     from tuner.summary import size_curve as sc
 
-    assert sc.program_groups(sc.FRACTIONS) == [[0, 1, 2], [3, 4]]
-    assert sc.program_groups((0.5, 1.0)) == [[0, 1]]
+    assert sc.program_groups(sc.FRACTIONS, 100_000) == [[0, 1, 2], [3, 4]]
+    assert sc.program_groups(sc.FRACTIONS, 1_000) == [[0, 1, 2, 3, 4]]  # one compile
+    assert sc.program_groups((0.5, 1.0), 100_000) == [[0, 1]]
+    monkeypatch.setattr(sc, "SPLIT_ABOVE_ROWS", 10)  # iris: two programs, as a large table
     monkeypatch.setattr(sc, "TRAIN_SCORE_ROWS", 40)  # the 70% and 100% subsets are sampled
     ds = load_data({"source": "sklearn:iris"})
     splits = splitter(ds, folds=3, stratified=True, shuffle=True, seed=0)

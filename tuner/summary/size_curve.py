@@ -3,8 +3,9 @@ diagnosis of over- and underfitting, beside the per-epoch curves.
 
 Each fold's training rows are cut to nested subsets (10%, 20%, 40%, 70% and 100%, one
 seeded order per fold), and every (fold, fraction) pair is one fold of a program: one
-lane, fractions x folds folds, its preprocessing fit on its own subset; two programs,
-small fractions and large ones, since a program's folds are padded to its largest. The
+lane, fractions x folds folds, its preprocessing fit on its own subset; on a large
+table two programs, small fractions and large ones, since a program's folds are padded
+to its largest. The
 validation score is that of the fold's validation rows at the epoch that gives the
 trial's value; the training score is the same model's on its own training subset.
 """
@@ -26,6 +27,7 @@ from tuner.inputs.data import Dataset
 FRACTIONS = (0.1, 0.2, 0.4, 0.7, 1.0)
 TRAIN_SCORE_ROWS = 20_000  # rows of a subset its training score is estimated on
 SMALL_FRACTION = 0.4       # fractions up to this share one program, larger ones another
+SPLIT_ABOVE_ROWS = 50_000  # ... when a fold trains on more rows than this
 
 
 @dataclasses.dataclass
@@ -75,7 +77,7 @@ def size_curve(dataset: Dataset, splits: list, params: dict, seed: int, trial: i
     val = np.zeros((len(fractions), len(splits)))
     train = np.zeros_like(val)
     rows = np.zeros(len(fractions))
-    for group in program_groups(fractions):
+    for group in program_groups(fractions, max(len(tr) for tr, _ in splits)):
         part = [fractions[i] for i in group]
         v, t, r = _curve_part(dataset, splits, orders, part, config, seed, metric, programs,
                               epochs, rng)
@@ -83,10 +85,13 @@ def size_curve(dataset: Dataset, splits: list, params: dict, seed: int, trial: i
     return SizeCurve(metric, tuple(fractions), rows, train, val)
 
 
-def program_groups(fractions: tuple[float, ...]) -> list[list[int]]:
+def program_groups(fractions: tuple[float, ...], n_train: int) -> list[list[int]]:
     """Fractions trained in one program: every fold of a program is padded to its
-    largest subset, so small fractions go apart from large ones (one program for all
-    five fractions trained 15 folds of 100% for 7.2 folds' worth of rows)."""
+    largest subset, so on a large table small fractions go apart from large ones (one
+    program for all five fractions trained 15 folds of 100% for 7.2 folds' worth of
+    rows); on a small one a second compile costs more than the padding."""
+    if n_train <= SPLIT_ABOVE_ROWS:
+        return [list(range(len(fractions)))]
     small = [i for i, f in enumerate(fractions) if f <= SMALL_FRACTION]
     large = [i for i, f in enumerate(fractions) if f > SMALL_FRACTION]
     return [g for g in (small, large) if g]
