@@ -21,7 +21,6 @@ BASE_SPEC = {
     "cv": {"folds": 3, "stratified": True, "shuffle": True, "seed": 0},
     "search": {"method": "random", "trials": 6, "batch": 2, "seed": 0},
     "metric": "accuracy",
-    "learning_curve": False,  # tested in tests/tuner/test_tables.py; a compile per summary
     "fixed": {"epochs": 5, "depth": 1, "width": 8, "batch_size": 3,
               "activation": "relu", "optimizer": "adam"},
     "space": {

@@ -41,7 +41,6 @@ def _spec(name: str, trials: int) -> dict:
                      fixed={"epochs": EPOCHS}, space={"learning_rate": {
                          "low": 1e-3, "high": 0.5, "log": True}})
     spec["search"]["pruner"] = HALVING
-    spec["learning_curve"] = False  # tested in test_tables; here it only costs a compile
     return spec
 
 
