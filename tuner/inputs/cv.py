@@ -90,6 +90,14 @@ def make_folds(dataset: Dataset, folds: int = 5, stratified: bool = True,
         splits = splitter(dataset, folds, stratified, shuffle, seed)
     else:
         splits = [(np.asarray(tr), np.asarray(va)) for tr, va in splits]
+    stack, _ = stack_splits(dataset, splits)
+    return stack, splits
+
+
+def stack_splits(dataset: Dataset, splits: list[Split]
+                 ) -> tuple[FoldStack, list[tuple[np.ndarray, np.ndarray]]]:
+    """The FoldStack of ``splits``, each fold's preprocessing fit on its own training
+    rows, and each fold's target (shift, scale)."""
     fits = [fit_preprocessing(dataset, tr) for tr, _ in splits]
     targets = [target_scaling(dataset, tr) for tr, _ in splits]
     stack = fold_stack(
@@ -99,7 +107,7 @@ def make_folds(dataset: Dataset, folds: int = 5, stratified: bool = True,
         x_inv_scale=np.stack([f.inv_scale for f in fits]),
         y_shift=np.stack([t[0] for t in targets]), y_scale=np.stack([t[1] for t in targets]),
         train_weights=None if fits[0].weights is None else [f.weights for f in fits])
-    return stack, splits
+    return stack, targets
 
 
 def make_full_fit(dataset: Dataset, n_rows: int | None = None) -> FullFit:

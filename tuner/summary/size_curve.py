@@ -19,9 +19,8 @@ import jax
 import numpy as np
 
 from models import ProgramCache, TrainedModel, TrialConfig, lane_hparams, signature_for
-from models.folds import fold_stack
 from models.metrics import GREATER_IS_BETTER, compute_metrics
-from tuner.inputs.cv import fit_preprocessing, target_scaling
+from tuner.inputs.cv import stack_splits
 from tuner.inputs.data import Dataset
 
 FRACTIONS = (0.1, 0.2, 0.4, 0.7, 1.0)
@@ -106,16 +105,7 @@ def _curve_part(dataset: Dataset, splits: list, orders: list, fractions: list[fl
         for fraction in fractions:
             subsets.append(np.sort(order[:max(2, math.ceil(fraction * len(order)))]))
             vals.append(np.asarray(va))
-    pairs = list(zip(subsets, vals))
-    fits = [fit_preprocessing(dataset, tr) for tr in subsets]
-    targets = [target_scaling(dataset, tr) for tr in subsets]
-    stack = fold_stack(
-        dataset.X, dataset.y, pairs,
-        x_fill=np.stack([f.imputer.statistics_ for f in fits]),
-        x_shift=np.stack([f.scaler.mean_ for f in fits]),
-        x_inv_scale=np.stack([f.inv_scale for f in fits]),
-        y_shift=np.stack([t[0] for t in targets]), y_scale=np.stack([t[1] for t in targets]),
-        train_weights=None if dataset.class_weight is None else [f.weights for f in fits])
+    stack, targets = stack_splits(dataset, list(zip(subsets, vals)))
     sig = dataclasses.replace(signature_for([config], dataset.task, dataset.n_features,
                                             dataset.n_outputs, stack.n_train),
                               metrics=(metric,))

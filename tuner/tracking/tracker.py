@@ -365,8 +365,8 @@ class SweepTracker:
         if self.parent_run_id is not None:
             self._close_children(self.parent_run_id, reason)
 
-    def finish_sweep(self, trials_df: "pd.DataFrame | None", best: TrialRecord | None,
-                     study: "optuna.Study | None", status: str = "FINISHED",
+    def finish_sweep(self, trials_df: pd.DataFrame | None, best: TrialRecord | None,
+                     study: optuna.Study | None, status: str = "FINISHED",
                      model_logger: Callable[[str], None] | None = None,
                      metrics: dict[str, float] | None = None, size_curve=None) -> None:
         """Close the parent run: ``best_<metric>``, ``trials.csv``, ``plots/*.png``, the
@@ -415,7 +415,7 @@ class SweepTracker:
             self.stats.seconds += time.perf_counter() - start
 
     def _draw_plots(self, out: Path, best: TrialRecord | None,
-                    study: "optuna.Study | None", size_curve=None) -> None:
+                    study: optuna.Study | None, size_curve=None) -> None:
         out.mkdir()
         jobs: list[tuple[str, Callable[[Path], str | None]]] = []
         if size_curve is not None:
